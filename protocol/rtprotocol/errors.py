@@ -1,0 +1,70 @@
+"""The error-code registry of protocol v1 (mirrored in PROTOCOL.md, "Error codes") and the close codes.
+
+An ``error`` frame carries one of these codes; the socket stays open unless a close code is named.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: code -> what the client should do. The spec's table is generated from the same words.
+ERROR_CODES: Final[dict[str, str]] = {
+    "bad_frame": "The frame could not be decoded (not msgpack/JSON, or not a map). Fix the encoder.",
+    "bad_field": "A field is missing or has the wrong type or value. The message names the field.",
+    "unknown_type": "The frame type is not part of protocol v1. Check the spelling or the server version.",
+    "too_large": "The frame or the text exceeds the limit announced in `welcome.limits`. Send less.",
+    "not_ready": "Send `hello` first.",
+    "no_session": "The frame needs a session: open or resume one first, or name it in `sid`.",
+    "unknown_session": "No such session (closed, or never existed). Open a new one.",
+    "turn_running": "A turn is already running in this session. Wait for `turn.end`, `cancel`, or send `say` "
+    "with `interrupt: true`.",
+    "no_turn": "Nothing to cancel: no turn is running.",
+    "nothing_to_regenerate": "The session has no reply to regenerate or continue.",
+    "unknown_turn": "No such turn id in this session.",
+    "rate_limited": "Too many frames. Wait `retry_after` seconds.",
+    "busy": "The server is at capacity. Retry after `retry_after` seconds.",
+    "unknown_model": "The model named in `session.open` is not configured on this server.",
+    "read_only": "This attachment is read-only.",
+    "engine_error": "The model failed on this turn; the turn ended with reason `error`. Retry the turn.",
+    "internal": "An unexpected server error. The session is intact; retry, and report it if it persists.",
+    "shutting_down": "The server is restarting. Reconnect and resume.",
+}
+
+# WebSocket close codes (RFC 6455 and the registered 4000-4999 private range).
+CLOSE_NORMAL: Final = 1000
+CLOSE_GOING_AWAY: Final = 1001
+CLOSE_PROTOCOL_ERROR: Final = 1002
+CLOSE_POLICY: Final = 1008
+CLOSE_TOO_BIG: Final = 1009
+CLOSE_INTERNAL: Final = 1011
+CLOSE_RESTART: Final = 1012
+CLOSE_SLOW_CONSUMER: Final = 4008  # the client did not read its frames; the send queue overflowed
+CLOSE_HEARTBEAT: Final = 4009  # no pong within the heartbeat timeout
+CLOSE_HELLO_TIMEOUT: Final = 4010  # no `hello` within the handshake timeout
+CLOSE_BAD_SUBPROTOCOL: Final = 4011  # no supported subprotocol offered and none defaulted
+
+CLOSE_CODES: Final[dict[int, str]] = {
+    CLOSE_NORMAL: "Normal closure.",
+    CLOSE_GOING_AWAY: "The server is going away; reconnect elsewhere.",
+    CLOSE_PROTOCOL_ERROR: "WebSocket protocol violation.",
+    CLOSE_POLICY: "Policy violation: too many malformed frames.",
+    CLOSE_TOO_BIG: "A frame exceeded the maximum message size.",
+    CLOSE_INTERNAL: "Internal server error.",
+    CLOSE_RESTART: "Server restart: reconnect with backoff and `session.resume`.",
+    CLOSE_SLOW_CONSUMER: "The client did not read its frames fast enough; reconnect and resume.",
+    CLOSE_HEARTBEAT: "No pong in time; reconnect and resume.",
+    CLOSE_HELLO_TIMEOUT: "No `hello` in time.",
+    CLOSE_BAD_SUBPROTOCOL: "Unsupported subprotocol.",
+}
+
+
+class ProtocolError(Exception):
+    """A frame that breaks protocol v1. ``code`` is from ``ERROR_CODES``; ``frame_id`` echoes the client's ``id``."""
+
+    def __init__(self, code: str, message: str, *, frame_id: str | int | None = None, sid: str | None = None) -> None:
+        assert code in ERROR_CODES, code
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.frame_id = frame_id
+        self.sid = sid

@@ -1,0 +1,171 @@
+"""Frame types of protocol v1 and their validation.
+
+A frame is a map with a type tag ``t``. Client frames are validated against ``CLIENT_FRAMES``: required and
+optional fields with their types; unknown keys are ignored (forward compatibility), unknown types are refused.
+Server frames are built by the helpers at the bottom, so their shape lives in one place.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal, TypedDict
+
+from .errors import ProtocolError
+
+VERSION: Final = 1
+SUBPROTOCOL_MSGPACK: Final = "rt.v1.msgpack"
+SUBPROTOCOL_JSON: Final = "rt.v1.json"
+SUBPROTOCOLS: Final = (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
+
+Frame = dict[str, Any]
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+FINISH_REASONS: Final = ("stop", "length", "cancelled", "error")
+TurnKind = Literal["say", "regenerate", "continue"]
+
+
+class Params(TypedDict, total=False):
+    """Generation parameters; every field optional, the server fills defaults."""
+
+    temperature: float
+    top_p: float
+    seed: int
+    max_tokens: int
+    stop: list[str]
+
+
+_NUM = (int, float)
+_ID = (str, int)
+# field -> (accepted types, required)
+_Spec = dict[str, tuple[tuple[type, ...], bool]]
+_SID: _Spec = {"sid": ((str,), True)}
+_OPT_SID: _Spec = {"sid": ((str,), False)}
+_PARAMS: _Spec = {"params": ((dict,), False)}
+
+CLIENT_FRAMES: Final[dict[str, _Spec]] = {
+    "hello": {"client": ((str,), False), "version": ((str,), False), "token": ((str,), False)},
+    "session.open": {
+        "sid": ((str,), False),
+        "persona": ((str,), False),
+        "model": ((str,), False),
+        "snapshot": ((bool,), False),
+        "card": ((dict,), False),
+        "mode": ((str,), False),
+        **_PARAMS,
+    },
+    "session.resume": {**_SID, "ep": ((str,), True), "last_seq": ((int,), True)},
+    "say": {**_OPT_SID, "text": ((str,), True), "interrupt": ((bool,), False), "schema": ((dict,), False), **_PARAMS},
+    "cancel": _OPT_SID,
+    "regenerate": {**_OPT_SID, **_PARAMS},
+    "continue": {**_OPT_SID, **_PARAMS},
+    "rollback": {**_OPT_SID, "tid": ((int,), True)},
+    "session.update": {**_OPT_SID, "persona": ((str,), False), **_PARAMS},
+    "session.close": _OPT_SID,
+    "ping": {"ts": (_NUM, False)},
+}
+
+PARAM_TYPES: Final[dict[str, tuple[type, ...]]] = {
+    "temperature": _NUM,
+    "top_p": _NUM,
+    "seed": (int,),
+    "max_tokens": (int,),
+    "stop": (list,),
+}
+
+
+def _type_name(types: tuple[type, ...]) -> str:
+    return " or ".join({"str": "string", "int": "integer", "float": "number", "dict": "map", "list": "array",
+                        "bool": "boolean"}[t.__name__] for t in types)
+
+
+def _check(value: Any, types: tuple[type, ...]) -> bool:
+    # bool is an int in Python; the protocol keeps them apart.
+    if isinstance(value, bool) and bool not in types:
+        return False
+    return isinstance(value, types)
+
+
+def validate_params(params: Any, *, frame_id: Any = None) -> Params:
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        types = PARAM_TYPES.get(key)
+        if types is None:
+            continue  # unknown parameters are ignored like unknown keys
+        if not _check(value, types):
+            raise ProtocolError("bad_field", f"params.{key} must be a {_type_name(types)}", frame_id=frame_id)
+        out[key] = value
+    if "stop" in out and not all(isinstance(s, str) and s for s in out["stop"]):
+        raise ProtocolError("bad_field", "params.stop must be an array of non-empty strings", frame_id=frame_id)
+    if "max_tokens" in out and out["max_tokens"] < 1:
+        raise ProtocolError("bad_field", "params.max_tokens must be at least 1", frame_id=frame_id)
+    if "temperature" in out and out["temperature"] < 0:
+        raise ProtocolError("bad_field", "params.temperature must be >= 0", frame_id=frame_id)
+    if "top_p" in out and not 0 < out["top_p"] <= 1:
+        raise ProtocolError("bad_field", "params.top_p must be in (0, 1]", frame_id=frame_id)
+    return out  # type: ignore[return-value]
+
+
+def validate_client_frame(frame: Any) -> Frame:
+    """Check a decoded client frame; return it (with ``params`` normalised) or raise ``ProtocolError``."""
+    if not isinstance(frame, dict):
+        raise ProtocolError("bad_frame", "a frame must be a map with a type field `t`")
+    frame_id = frame.get("id")
+    if frame_id is not None and not _check(frame_id, _ID):
+        raise ProtocolError("bad_field", "id must be a string or an integer")
+    kind = frame.get("t")
+    if not isinstance(kind, str):
+        raise ProtocolError("bad_field", "t (the frame type) must be a string", frame_id=frame_id)
+    spec = CLIENT_FRAMES.get(kind)
+    if spec is None:
+        raise ProtocolError("unknown_type", f"unknown frame type {kind[:40]!r}", frame_id=frame_id)
+    for field, (types, required) in spec.items():
+        if field not in frame or frame[field] is None:
+            if required:
+                raise ProtocolError("bad_field", f"{kind}.{field} is required", frame_id=frame_id)
+            continue
+        if not _check(frame[field], types):
+            raise ProtocolError("bad_field", f"{kind}.{field} must be a {_type_name(types)}", frame_id=frame_id)
+    if "params" in frame and frame["params"] is not None:
+        frame["params"] = validate_params(frame["params"], frame_id=frame_id)
+    return frame
+
+
+# --- server frames ------------------------------------------------------------------------------------------
+
+
+def welcome(server: str, node: str, limits: dict[str, int], heartbeat_s: float, models: list[str]) -> Frame:
+    return {"t": "welcome", "v": VERSION, "server": server, "node": node, "limits": limits, "hb": heartbeat_s,
+            "models": models}
+
+
+def error(code: str, message: str, *, frame_id: Any = None, sid: str | None = None,
+          retry_after: float | None = None) -> Frame:
+    f: Frame = {"t": "error", "code": code, "msg": message}
+    if frame_id is not None:
+        f["id"] = frame_id
+    if sid is not None:
+        f["sid"] = sid
+    if retry_after is not None:
+        f["retry_after"] = retry_after
+    return f
+
+
+def pong(frame_id: Any = None, ts: float | None = None) -> Frame:
+    f: Frame = {"t": "pong"}
+    if frame_id is not None:
+        f["id"] = frame_id
+    if ts is not None:
+        f["ts"] = ts
+    return f
+
+
+def turn_start(sid: str, seq: int, tid: int, kind: TurnKind, parent: int) -> Frame:
+    return {"t": "turn.start", "sid": sid, "seq": seq, "tid": tid, "kind": kind, "parent": parent}
+
+
+def delta(sid: str, seq: int, tid: int, text: str) -> Frame:
+    return {"t": "delta", "sid": sid, "seq": seq, "tid": tid, "x": text}
+
+
+def turn_end(sid: str, seq: int, tid: int, reason: FinishReason, usage: dict[str, int],
+             timings: dict[str, float], cache: str = "miss") -> Frame:
+    return {"t": "turn.end", "sid": sid, "seq": seq, "tid": tid, "reason": reason, "usage": usage,
+            "timings": timings, "cache": cache}
