@@ -49,21 +49,75 @@ MOODS = {
 }
 PLAYER_NAMES = "Ash Kit Sam Robin Alex Jo Lee Morgan Quinn Rey Sky Dale".split()
 MONSTERS = ("wolves", "goblins", "a troll", "bandits", "giant spiders", "a wyvern", "skeletons", "a bear", "rats")
-LANDMARKS = ("the old mill", "the north woods", "the abandoned mine", "the ruined tower", "the marsh", "the hills",
-             "the crypt", "the river ford", "the cave by the lake", "the old watchtower")
-ITEMS = ("a silver ring", "a lost locket", "a stolen ledger", "a sack of grain", "an old sword", "a blue gem",
-         "a letter", "a family heirloom", "a map fragment", "a healing herb")
-WEATHER = ("rain is coming", "the frost came early this year", "the harvest was good", "the river is high",
-           "the nights grow long", "the roads are muddy")
-STORY_HEROES = ("a young shepherd", "an old knight", "a clever fox", "a lost princess", "a wandering bard",
-                "a brave miller's daughter", "a one-eyed sailor", "a quiet monk", "a stubborn dwarf", "a little dragon")
-STORY_GOALS = ("find the moonlit spring", "return a stolen crown", "cross the frozen sea", "outwit a greedy king",
-               "break an ancient curse", "save the village well", "find a way home", "tame a wild storm")
-STORY_TWISTS = ("a talking crow showed the way", "the map was drawn backwards", "the monster was only lonely",
-                "a kind stranger shared bread", "the key had been in a pocket all along", "the river sang a warning")
-STORY_ENDS = ("and the village feasted for three days.", "and nobody ever forgot that winter.",
-              "and that is why we leave a candle in the window.", "and peace returned to the valley.",
-              "and the hero went home wiser than before.")
+LANDMARKS = (
+    "the old mill",
+    "the north woods",
+    "the abandoned mine",
+    "the ruined tower",
+    "the marsh",
+    "the hills",
+    "the crypt",
+    "the river ford",
+    "the cave by the lake",
+    "the old watchtower",
+)
+ITEMS = (
+    "a silver ring",
+    "a lost locket",
+    "a stolen ledger",
+    "a sack of grain",
+    "an old sword",
+    "a blue gem",
+    "a letter",
+    "a family heirloom",
+    "a map fragment",
+    "a healing herb",
+)
+WEATHER = (
+    "rain is coming",
+    "the frost came early this year",
+    "the harvest was good",
+    "the river is high",
+    "the nights grow long",
+    "the roads are muddy",
+)
+STORY_HEROES = (
+    "a young shepherd",
+    "an old knight",
+    "a clever fox",
+    "a lost princess",
+    "a wandering bard",
+    "a brave miller's daughter",
+    "a one-eyed sailor",
+    "a quiet monk",
+    "a stubborn dwarf",
+    "a little dragon",
+)
+STORY_GOALS = (
+    "find the moonlit spring",
+    "return a stolen crown",
+    "cross the frozen sea",
+    "outwit a greedy king",
+    "break an ancient curse",
+    "save the village well",
+    "find a way home",
+    "tame a wild storm",
+)
+STORY_TWISTS = (
+    "a talking crow showed the way",
+    "the map was drawn backwards",
+    "the monster was only lonely",
+    "a kind stranger shared bread",
+    "the key had been in a pocket all along",
+    "the river sang a warning",
+)
+STORY_ENDS = (
+    "and the village feasted for three days.",
+    "and nobody ever forgot that winter.",
+    "and that is why we leave a candle in the window.",
+    "and peace returned to the valley.",
+    "and the hero went home wiser than before.",
+)
 
 
 @dataclass(frozen=True)
@@ -79,7 +133,8 @@ class Character:
             f"You are {self.name}, a {self.mood} {self.role} in the village of {self.place}.",
             f"You are {self.name}, the {self.role} of {self.place}. You are {self.mood}.",
             f"Play {self.name}, a {self.role} from {self.place}. Mood: {self.mood}.",
-            f"You are {self.name}. You work as a {self.role} in {self.place} and you are {self.mood}. Stay in character.",
+            f"You are {self.name}. You work as a {self.role} in {self.place} and you are {self.mood}. "
+            "Stay in character.",
         )
         return rng.choice(forms)
 
@@ -127,58 +182,82 @@ class Dialogue:
         price = r.randint(2, 40)
         user = r.choice((f"I'll take the {item}.", f"How much for {item}?", f"Can I buy {item}?"))
         return user, f"{self._open()}{_cap(item)} will be {price} coins. " + r.choice(
-            ("A fair deal.", "Pay up front.", "You won't regret it.", "Use it well."))
+            ("A fair deal.", "Pay up front.", "You won't regret it.", "Use it well.")
+        )
 
     def rumour(self) -> tuple[str, str]:
         r = self.rng
         user = r.choice(("Any news?", "Heard any rumours?", "What is happening in town?", "Tell me the latest gossip."))
-        line = r.choice((
-            f"They say {r.choice(MONSTERS)} were seen near {r.choice(LANDMARKS)}.",
-            f"Folk whisper about {r.choice(ITEMS)} hidden in {r.choice(LANDMARKS)}.",
-            f"I heard {r.choice(WEATHER)}.",
-            f"A stranger from {r.choice(PLACES)} came asking questions.",
-        ))
+        line = r.choice(
+            (
+                f"They say {r.choice(MONSTERS)} were seen near {r.choice(LANDMARKS)}.",
+                f"Folk whisper about {r.choice(ITEMS)} hidden in {r.choice(LANDMARKS)}.",
+                f"I heard {r.choice(WEATHER)}.",
+                f"A stranger from {r.choice(PLACES)} came asking questions.",
+            )
+        )
         return user, f"{self._open()}{line}"
 
     def quest(self) -> tuple[str, str]:
         r = self.rng
         user = r.choice(("Do you have any work for me?", "Need any help?", "Is there a quest?", "Any jobs?"))
         reward = r.randint(10, 200)
-        line = r.choice((
-            f"Clear the {r.choice(MONSTERS)} out of {r.choice(LANDMARKS)} and I will pay you {reward} gold.",
-            f"Find {r.choice(ITEMS)} I lost near {r.choice(LANDMARKS)}. There is {reward} gold in it for you.",
-            f"Take this letter to the {r.choice(list(ROLES))} in {r.choice(PLACES)}. I'll pay {reward} silver.",
-        ))
+        line = r.choice(
+            (
+                f"Clear the {r.choice(MONSTERS)} out of {r.choice(LANDMARKS)} and I will pay you {reward} gold.",
+                f"Find {r.choice(ITEMS)} I lost near {r.choice(LANDMARKS)}. There is {reward} gold in it for you.",
+                f"Take this letter to the {r.choice(list(ROLES))} in {r.choice(PLACES)}. I'll pay {reward} silver.",
+            )
+        )
         return user, f"{self._open()}{line}"
 
     def accept(self) -> tuple[str, str]:
         r = self.rng
         user = r.choice(("I'll do it.", "Deal.", "Consider it done.", "I accept."))
-        return user, r.choice(("Good. Be careful out there.", "Thank you. Come back safe.", "Don't let me down.",
-                               "Then go, before it gets dark."))
+        return user, r.choice(
+            (
+                "Good. Be careful out there.",
+                "Thank you. Come back safe.",
+                "Don't let me down.",
+                "Then go, before it gets dark.",
+            )
+        )
 
     def place(self) -> tuple[str, str]:
         r, n = self.rng, self.npc
         user = r.choice((f"Tell me about {n.place}.", "What is this place?", "Where am I?"))
-        return user, f"{self._open()}This is {n.place}. " + r.choice((
-            f"Quiet most days, but {r.choice(WEATHER)}.", f"Stay away from {r.choice(LANDMARKS)} at night.",
-            f"The road east leads to {r.choice(PLACES)}.", "Small, but we look after our own."))
+        return user, f"{self._open()}This is {n.place}. " + r.choice(
+            (
+                f"Quiet most days, but {r.choice(WEATHER)}.",
+                f"Stay away from {r.choice(LANDMARKS)} at night.",
+                f"The road east leads to {r.choice(PLACES)}.",
+                "Small, but we look after our own.",
+            )
+        )
 
     def story(self) -> tuple[str, str]:
         r = self.rng
         user = r.choice(("Tell me a story.", "Do you know any tales?", "Tell me a short story.", "Got a story for me?"))
         hero, goal = r.choice(STORY_HEROES), r.choice(STORY_GOALS)
-        text = (f"Once, {hero} from {r.choice(PLACES)} set out to {goal}. "
-                f"The way was hard, past {r.choice(LANDMARKS)} and {r.choice(MONSTERS)}. "
-                f"In the end {r.choice(STORY_TWISTS)}, {r.choice(STORY_ENDS)}")
+        text = (
+            f"Once, {hero} from {r.choice(PLACES)} set out to {goal}. "
+            f"The way was hard, past {r.choice(LANDMARKS)} and {r.choice(MONSTERS)}. "
+            f"In the end {r.choice(STORY_TWISTS)}, {r.choice(STORY_ENDS)}"
+        )
         return user, f"{self._open()}{text}"
 
     def mood(self) -> tuple[str, str]:
         r, n = self.rng, self.npc
         user = r.choice(("How are you?", "How are you feeling?", "How is business?"))
-        feel = {"cheerful": "Never better!", "gruff": "Busy. Always busy.", "nervous": "On edge, truth be told.",
-                "wise": "At peace, as ever.", "tired": "Tired. So very tired.", "friendly": "Good, thank you!",
-                "suspicious": "Well enough, until strangers started asking questions."}[n.mood]
+        feel = {
+            "cheerful": "Never better!",
+            "gruff": "Busy. Always busy.",
+            "nervous": "On edge, truth be told.",
+            "wise": "At peace, as ever.",
+            "tired": "Tired. So very tired.",
+            "friendly": "Good, thank you!",
+            "suspicious": "Well enough, until strangers started asking questions.",
+        }[n.mood]
         return user, f"{feel} " + r.choice(("And you?", f"Being a {n.role} is no easy life.", ""))
 
     def farewell(self) -> tuple[str, str]:
@@ -235,8 +314,9 @@ def main() -> None:
         for _ in range(a.heldout):
             npc, system, turns = conversation(held)
             f.write(render(system, turns) + "\n")
-            pf.write(json.dumps({"name": npc.name, "system": system, "history": turns[:-1],
-                                 "user": turns[-1][0]}) + "\n")
+            pf.write(
+                json.dumps({"name": npc.name, "system": system, "history": turns[:-1], "user": turns[-1][0]}) + "\n"
+            )
 
 
 if __name__ == "__main__":

@@ -24,18 +24,6 @@ CHAT_TEMPLATE = (
 NAME = "rtserver-tiny"
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    # GPT-2's reversible byte <-> printable character map that byte-level BPE vocabularies are written in.
-    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs, n = bs[:], 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return dict(zip(bs, map(chr, cs)))
-
-
 def write_tokenizer(w: gguf.GGUFWriter, tokenizer: Path) -> None:
     spec = json.loads(tokenizer.read_text())
     vocab: dict[str, int] = spec["model"]["vocab"]
@@ -64,7 +52,7 @@ def write_f16(train_dir: Path, tokenizer: Path, out: Path) -> Path:
     path = out / f"{NAME}-f16.gguf"
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(NAME)
-    w.add_description("rtserver's bundled offline model: NPC dialogue, quests and short stories (see docs/model-card.md)")
+    w.add_description("rtserver's bundled offline model: NPC dialogue, quests, short stories (docs/model-card.md)")
     w.add_context_length(cfg["context"])
     w.add_embedding_length(cfg["dim"])
     w.add_block_count(cfg["n_layers"])

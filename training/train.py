@@ -106,8 +106,17 @@ class Model(nn.Module):
 
     def gguf_tensors(self) -> dict[str, np.ndarray]:
         out = {"token_embd.weight": self.embed.weight, "output_norm.weight": self.norm.weight}
-        names = {"attn_norm": "attn_norm", "q": "attn_q", "k": "attn_k", "v": "attn_v", "o": "attn_output",
-                 "ffn_norm": "ffn_norm", "gate": "ffn_gate", "up": "ffn_up", "down": "ffn_down"}
+        names = {
+            "attn_norm": "attn_norm",
+            "q": "attn_q",
+            "k": "attn_k",
+            "v": "attn_v",
+            "o": "attn_output",
+            "ffn_norm": "ffn_norm",
+            "gate": "ffn_gate",
+            "up": "ffn_up",
+            "down": "ffn_down",
+        }
         for i, blk in enumerate(self.blocks):
             for attr, gname in names.items():
                 out[f"blk.{i}.{gname}.weight"] = getattr(blk, attr).weight
@@ -198,8 +207,10 @@ def main() -> None:
         opt.step()
         step += 1
         if step % 50 == 0:
-            print(f"step {step}/{a.steps} loss {loss.item():.4f} ({(time.time() - last) / 50 * 1000:.0f} ms/step)",
-                  flush=True)
+            print(
+                f"step {step}/{a.steps} loss {loss.item():.4f} ({(time.time() - last) / 50 * 1000:.0f} ms/step)",
+                flush=True,
+            )
             last = time.time()
         if step % a.ckpt_every == 0 or step == a.steps:
             torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step}, ckpt)

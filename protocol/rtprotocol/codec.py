@@ -14,7 +14,8 @@ _packer = msgpack.Packer(use_bin_type=True)
 
 
 def encode_msgpack(frame: Frame) -> bytes:
-    return _packer.pack(frame)
+    data: bytes = _packer.pack(frame)
+    return data
 
 
 def encode_json(frame: Frame) -> str:

@@ -72,8 +72,12 @@ PARAM_TYPES: Final[dict[str, tuple[type, ...]]] = {
 
 
 def _type_name(types: tuple[type, ...]) -> str:
-    return " or ".join({"str": "string", "int": "integer", "float": "number", "dict": "map", "list": "array",
-                        "bool": "boolean"}[t.__name__] for t in types)
+    return " or ".join(
+        {"str": "string", "int": "integer", "float": "number", "dict": "map", "list": "array", "bool": "boolean"}[
+            t.__name__
+        ]
+        for t in types
+    )
 
 
 def _check(value: Any, types: tuple[type, ...]) -> bool:
@@ -132,12 +136,20 @@ def validate_client_frame(frame: Any) -> Frame:
 
 
 def welcome(server: str, node: str, limits: dict[str, int], heartbeat_s: float, models: list[str]) -> Frame:
-    return {"t": "welcome", "v": VERSION, "server": server, "node": node, "limits": limits, "hb": heartbeat_s,
-            "models": models}
+    return {
+        "t": "welcome",
+        "v": VERSION,
+        "server": server,
+        "node": node,
+        "limits": limits,
+        "hb": heartbeat_s,
+        "models": models,
+    }
 
 
-def error(code: str, message: str, *, frame_id: Any = None, sid: str | None = None,
-          retry_after: float | None = None) -> Frame:
+def error(
+    code: str, message: str, *, frame_id: Any = None, sid: str | None = None, retry_after: float | None = None
+) -> Frame:
     f: Frame = {"t": "error", "code": code, "msg": message}
     if frame_id is not None:
         f["id"] = frame_id
@@ -165,7 +177,22 @@ def delta(sid: str, seq: int, tid: int, text: str) -> Frame:
     return {"t": "delta", "sid": sid, "seq": seq, "tid": tid, "x": text}
 
 
-def turn_end(sid: str, seq: int, tid: int, reason: FinishReason, usage: dict[str, int],
-             timings: dict[str, float], cache: str = "miss") -> Frame:
-    return {"t": "turn.end", "sid": sid, "seq": seq, "tid": tid, "reason": reason, "usage": usage,
-            "timings": timings, "cache": cache}
+def turn_end(
+    sid: str,
+    seq: int,
+    tid: int,
+    reason: FinishReason,
+    usage: dict[str, int],
+    timings: dict[str, float],
+    cache: str = "miss",
+) -> Frame:
+    return {
+        "t": "turn.end",
+        "sid": sid,
+        "seq": seq,
+        "tid": tid,
+        "reason": reason,
+        "usage": usage,
+        "timings": timings,
+        "cache": cache,
+    }

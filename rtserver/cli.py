@@ -1,0 +1,69 @@
+"""``rtserver`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from . import __version__
+from .errors import ConfigError
+from .settings import BUNDLED_MODEL, Settings, environ, load_settings
+
+DESCRIPTION = """\
+rtserver: a real-time conversation server. Clients hold a WebSocket open (subprotocol rt.v1.msgpack or
+rt.v1.json); each conversation is a persistent session; replies stream token by token from a llama.cpp model.
+
+Settings come from defaults, then --config FILE (TOML, keys as below with underscores), then RTSERVER_*
+environment variables (RTSERVER_PORT=9000), then these flags.
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="rtserver", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"rtserver {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    d = Settings()
+    s = sub.add_parser(
+        "serve", help="run the server", description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
+    s.add_argument("--host", help=f"address to listen on (default {d.host})")
+    s.add_argument("--port", type=int, help=f"port for WebSocket and HTTP (default {d.port}; 0 picks a free one)")
+    s.add_argument("--model", metavar="PATH.gguf", help=f"GGUF chat model (default: the bundled {BUNDLED_MODEL.name})")
+    s.add_argument("--config", metavar="FILE", help="TOML settings file")
+    s.add_argument("--data-dir", metavar="DIR", help=f"where sessions are journaled (default {d.data_dir})")
+    s.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: serve wss://")
+    s.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
+    s.add_argument("--engine", choices=["llama", "scripted"], help="llama (default) or scripted (tests, load)")
+    s.add_argument("--scripted-rate", type=float, help="scripted engine: tokens/s per turn (0: no pacing)")
+    s.add_argument("--n-ctx", type=int, help=f"context tokens per session (default {d.n_ctx})")
+    s.add_argument("--slots", type=int, help=f"sessions whose KV stays in memory at once (default {d.slots})")
+    s.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    s.add_argument("--resume-grace", type=float, help=f"seconds a turn outlives its clients (default {d.resume_grace})")
+    s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.command != "serve":
+        _parser().print_help()
+        sys.exit(2)
+    flags = {k: v for k, v in vars(args).items() if k not in ("command", "config")}
+    try:
+        settings = load_settings(args.config, environ(), flags)
+    except ConfigError as exc:
+        print(f"rtserver: {exc}", file=sys.stderr)
+        sys.exit(2)
+    from . import logs
+    from .server import Server
+
+    logs.configure(settings.log_level)
+    try:
+        import uvloop
+    except ImportError:  # uvloop has no Windows build
+        asyncio.run(Server(settings).run())
+    else:
+        uvloop.run(Server(settings).run())

@@ -1,0 +1,199 @@
+"""One client connection: decode and validate frames, dispatch them to sessions, and send frames through a
+bounded queue.
+
+The transport only adapts frames to session operations and back; everything a frame may do to a session lives
+in ``SessionManager``. A client that stops reading overflows its queue and is closed with 4008 (its memory is
+freed at once); a peer that stops answering pings is closed by the websockets keepalive.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from rtprotocol import Codec, ProtocolError, validate_client_frame
+from rtprotocol import errors as E
+from rtprotocol import frames as F
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from .errors import ClientError, to_error_frame
+from .session import Outgoing, Session
+
+if TYPE_CHECKING:
+    from .server import Server
+
+log = structlog.get_logger("rtserver.conn")
+
+MAX_BAD_FRAMES = 32  # protocol errors tolerated on one connection before it is closed with 1008
+
+
+class Connection:
+    def __init__(self, ws: ServerConnection, server: Server) -> None:
+        self.ws, self.server = ws, server
+        self.codec = Codec(ws.subprotocol or F.SUBPROTOCOL_MSGPACK)
+        self.queue: deque[Outgoing] = deque()
+        self.max_queue = server.settings.send_queue
+        self._wake = asyncio.Event()
+        self.sessions: dict[str, Session] = {}
+        self.default_sid: str | None = None
+        self.hello = False
+        self.bad_frames = 0
+        self.closing = False
+        self._close_after: tuple[int, str] | None = None
+        self.frames_in = 0
+
+    # --- sending ----------------------------------------------------------------------------------------------
+
+    def push(self, out: Outgoing) -> None:
+        if self.closing:
+            return
+        if len(self.queue) >= self.max_queue:
+            self.queue.clear()
+            self.close(E.CLOSE_SLOW_CONSUMER, "send queue full: read your frames")
+            return
+        self.queue.append(out)
+        self._wake.set()
+
+    def send(self, frame: F.Frame) -> None:
+        if frame.get("t") == "error":
+            self.server.metrics.errors.labels(frame["code"]).inc()
+        self.push(Outgoing(frame))
+
+    async def _writer(self) -> None:
+        ws, queue, codec, frames = self.ws, self.queue, self.codec, self.server.metrics.frames
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while queue:
+                out = queue.popleft()
+                frames.inc()
+                await ws.send(out.encoded(codec))
+            if self._close_after is not None:
+                self.close(*self._close_after)
+                return
+
+    def _hello_due(self) -> None:
+        if not self.hello:
+            self.close(E.CLOSE_HELLO_TIMEOUT, "no hello in time")
+
+    def close_after_flush(self, code: int, reason: str) -> None:
+        """Close once every frame queued so far has been sent (the last turn.end of a drain, say)."""
+        self._close_after = (code, reason)
+        self._wake.set()
+
+    def close(self, code: int, reason: str) -> None:
+        if not self.closing:
+            self.closing = True
+            log.info("closing", code=code, reason=reason)
+            asyncio.get_running_loop().create_task(self.ws.close(code, reason))
+
+    # --- receiving --------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        writer = asyncio.get_running_loop().create_task(self._writer())
+        hello_timer = asyncio.get_running_loop().call_later(self.server.settings.hello_timeout, self._hello_due)
+        try:
+            async for message in self.ws:
+                self.frames_in += 1
+                await self._on_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            hello_timer.cancel()
+            for s in self.sessions.values():
+                self.server.manager.detach(s, self)
+            writer.cancel()
+
+    async def _on_message(self, message: bytes | str) -> None:
+        frame_id = None
+        try:
+            frame = validate_client_frame(self.codec.decode(message))
+            frame_id = frame.get("id")
+            await self._dispatch(frame)
+        except (ProtocolError, ClientError) as exc:
+            self.send(to_error_frame(exc, frame_id=frame_id))
+            if isinstance(exc, ProtocolError):
+                self.bad_frames += 1
+                if self.bad_frames > MAX_BAD_FRAMES:
+                    self.close(E.CLOSE_POLICY, "too many malformed frames")
+        except ConnectionClosed:
+            raise
+        except Exception as exc:
+            log.exception("frame_failed", frame_type=type(exc).__name__)
+            self.send(to_error_frame(exc, frame_id=frame_id))
+
+    def _session(self, frame: F.Frame) -> Session:
+        sid = frame.get("sid") or self.default_sid
+        if sid is None:
+            raise ClientError("open or resume a session first, or name it in sid", code="no_session")
+        s = self.sessions.get(sid)
+        if s is None:
+            # Known to the server but not attached here: attach implicitly, as session.open with sid would.
+            s = self.server.manager.get(sid)
+            self._attach(s)
+        return s
+
+    def _attach(self, s: Session) -> None:
+        self.sessions[s.sid] = s
+        self.default_sid = s.sid
+        self.server.manager.attach(s, self)
+
+    async def _dispatch(self, frame: F.Frame) -> None:
+        kind = frame["t"]
+        fid = frame.get("id")
+        m = self.server.manager
+        if kind == "ping":
+            self.send(F.pong(fid, frame.get("ts")))
+            return
+        if kind == "hello":
+            self.hello = True
+            self.send(self.server.welcome())
+            return
+        if not self.hello:
+            raise ClientError("send hello first", code="not_ready")
+        if self.server.draining and kind in ("say", "regenerate", "continue", "session.open"):
+            raise ClientError("the server is restarting; reconnect and resume", code="shutting_down")
+        params = frame.get("params") or {}
+        if kind == "session.open":
+            if frame.get("sid"):
+                s = m.get(frame["sid"])
+            else:
+                s = await m.create(frame.get("persona"), params, frame.get("model"))
+            # The reply is queued before attaching, so no live frame can come before it.
+            self.send(s.session_frame(frame_id=fid, snapshot=bool(frame.get("snapshot")) or bool(frame.get("sid"))))
+            self._attach(s)
+        elif kind == "session.resume":
+            self._resume(m.get(frame["sid"]), frame["ep"], frame["last_seq"], fid)
+        elif kind == "say":
+            s = self._session(frame)
+            if frame.get("interrupt") and s.running:
+                await m.cancel(s)
+            m.start_turn(s, "say", frame["text"], params, fid)
+        elif kind in ("regenerate", "continue"):
+            m.start_turn(self._session(frame), kind, None, params, fid)
+        elif kind == "cancel":
+            await m.cancel(self._session(frame))
+        elif kind == "rollback":
+            await m.rollback(self._session(frame), frame["tid"])
+        elif kind == "session.update":
+            await m.update(self._session(frame), frame.get("persona"), params)
+        elif kind == "session.close":
+            s = self._session(frame)
+            await m.close_session(s)
+            self.sessions.pop(s.sid, None)
+            if self.default_sid == s.sid:
+                self.default_sid = None
+
+    def _resume(self, s: Session, epoch: str, last_seq: int, fid: Any) -> None:
+        """All or nothing: the frames after ``last_seq`` if the log still holds them all, else a snapshot."""
+        r = s.log.resume(epoch, last_seq)
+        if r.recovered:
+            self.send(s.session_frame(frame_id=fid, recovered=True))
+            for out in r.items:
+                self.push(out)
+        else:
+            self.send(s.session_frame(frame_id=fid, recovered=False, why=r.why, snapshot=True))
+        self._attach(s)

@@ -1,0 +1,63 @@
+"""The engine interface: one small protocol that the llama.cpp engine and the scripted engine implement.
+
+``generate`` takes a ``Request`` and yields ``Token``s, then exactly one ``Finish``. Setting
+``request.cancelled`` stops it within one decode step.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+FinishReason = Literal["stop", "length", "cancelled", "error"]
+
+
+@dataclass(frozen=True)
+class Message:
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+@dataclass
+class Request:
+    key: str  # the session id: the engine keeps that session's KV under it
+    messages: list[Message]
+    continue_last: bool = False  # extend the last assistant message instead of starting a new one
+    temperature: float = 0.8
+    top_p: float = 0.95
+    seed: int | None = None
+    max_tokens: int = 256
+    stop: list[str] = field(default_factory=list)
+    cancel: threading.Event = field(default_factory=threading.Event)
+
+
+@dataclass(frozen=True)
+class Token:
+    text: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    reason: FinishReason
+    prompt_tokens: int = 0
+    reused_tokens: int = 0  # prompt tokens whose KV was already held (not prefilled again)
+    completion_tokens: int = 0
+    queue_ms: float = 0.0
+    error: str | None = None
+
+
+Event = Token | Finish
+
+
+class Engine(Protocol):
+    name: str
+
+    def generate(self, request: Request) -> AsyncIterator[Event]: ...
+
+    async def start(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    def stats(self) -> dict[str, int]: ...

@@ -1,0 +1,336 @@
+"""The llama.cpp engine, on llama-cpp-python's low-level batch API.
+
+One llama.cpp context with ``kv_unified=False`` and ``slots`` sequences; each active session owns a sequence and
+keeps its KV between turns, so a returning session prefills only the tokens it does not already hold (the
+longest common prefix is kept, the rest removed with ``llama_memory_seq_rm``). When every sequence is taken, the
+least recently used session's sequence is cleared and reused.
+
+All llama.cpp calls happen on one worker thread (a llama.cpp context is not thread-safe; ``llama_decode``
+releases the GIL, so the event loop stays responsive). Turns are served first come, first served; the queue
+wait is reported in ``Finish.queue_ms``. Continuous batching across sessions builds on this (issue 3).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import ctypes
+import os
+import queue
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import llama_cpp as C
+
+from ..errors import ConfigError, EngineError
+from .base import Event, Finish, FinishReason, Message, Request, Token
+from .prompt import ChatTemplate, StopMatcher
+
+
+def _ignore_log(level: int, text: bytes, user_data: Any) -> None:
+    return None
+
+
+_quiet_log = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)(_ignore_log)
+
+
+_backend_ready = False
+
+
+def _init_backend() -> None:
+    global _backend_ready
+    if not _backend_ready:
+        C.llama_log_set(_quiet_log, ctypes.c_void_p(0))
+        C.llama_backend_init()
+        _backend_ready = True
+
+
+class Model:
+    """A loaded GGUF: tokenizer, detokenizer, chat template and metadata."""
+
+    def __init__(self, path: Path) -> None:
+        if not path.is_file():
+            raise ConfigError(f"model file {path} does not exist; point --model at a .gguf file")
+        _init_backend()
+        params = C.llama_model_default_params()
+        self.ptr = C.llama_model_load_from_file(str(path).encode(), params)
+        if not self.ptr:
+            raise ConfigError(f"llama.cpp could not load {path}: is it a GGUF model file?")
+        self.path = path
+        self.vocab = C.llama_model_get_vocab(self.ptr)
+        self.n_ctx_train = C.llama_model_n_ctx_train(self.ptr)
+        self.template = ChatTemplate(self.meta("tokenizer.chat_template"))
+        self._piece = ctypes.create_string_buffer(256)
+
+    def meta(self, key: str) -> str | None:
+        buf = ctypes.create_string_buffer(65536)
+        n = C.llama_model_meta_val_str(self.ptr, key.encode(), buf, len(buf))
+        return buf.value.decode("utf-8", "replace") if n >= 0 else None
+
+    def tokenize(self, text: str) -> list[int]:
+        data = text.encode()
+        cap = len(data) + 8
+        arr = (C.llama_token * cap)()
+        n = C.llama_tokenize(self.vocab, data, len(data), arr, cap, False, True)
+        if n < 0:
+            raise EngineError(f"tokenizer needed {-n} tokens")
+        return list(arr[:n])
+
+    def piece(self, token: int) -> bytes:
+        n = C.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+        return self._piece.raw[:n] if n > 0 else b""
+
+    def is_eog(self, token: int) -> bool:
+        return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    def close(self) -> None:
+        if self.ptr:
+            C.llama_model_free(self.ptr)
+            self.ptr = None
+
+
+@dataclass
+class _Slot:
+    seq: int
+    tokens: list[int] = field(default_factory=list)  # what this sequence's KV holds, in order
+
+
+@dataclass
+class _Job:
+    request: Request
+    loop: asyncio.AbstractEventLoop
+    out: asyncio.Queue[Event]
+    submitted: float
+
+
+class LlamaEngine:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        n_ctx: int = 2048,
+        slots: int = 4,
+        n_threads: int | None = None,
+        n_batch: int = 256,
+        name: str = "default",
+    ) -> None:
+        self.path, self.name = path, name
+        self.n_ctx_seq, self.n_slots, self.n_batch = n_ctx, slots, n_batch
+        self.n_threads = n_threads or os.cpu_count() or 2
+        self.model: Model | None = None
+        self.ctx: Any = None
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._slots: OrderedDict[str, _Slot] = OrderedDict()  # session key -> slot, least recently used first
+        self._free = list(range(slots))
+        self.counters = {"prefilled_tokens": 0, "reused_tokens": 0, "generated_tokens": 0, "turns": 0, "evictions": 0}
+
+    # --- lifecycle ------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self._load)
+        self._thread = threading.Thread(target=self._run, name=f"engine-{self.name}", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        self.model = Model(self.path)
+        n_ctx = min(self.n_ctx_seq, self.model.n_ctx_train or self.n_ctx_seq)
+        self.n_ctx_seq = n_ctx
+        p = C.llama_context_default_params()
+        p.n_ctx = n_ctx * self.n_slots  # non-unified KV: each sequence gets n_ctx / n_seq_max cells
+        p.n_batch = self.n_batch
+        p.n_ubatch = self.n_batch
+        p.n_seq_max = self.n_slots
+        p.n_threads = p.n_threads_batch = self.n_threads
+        p.kv_unified = False
+        p.no_perf = True
+        self.ctx = C.llama_init_from_model(self.model.ptr, p)
+        if not self.ctx:
+            raise ConfigError(f"llama.cpp could not create a context of {p.n_ctx} tokens for {self.path}")
+        self._mem = C.llama_get_memory(self.ctx)
+        self._batch = C.llama_batch_init(self.n_batch, 0, 1)
+
+    async def close(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+        if self.ctx is not None:
+            C.llama_batch_free(self._batch)
+            C.llama_free(self.ctx)
+            self.ctx = None
+        if self.model is not None:
+            self.model.close()
+
+    def stats(self) -> dict[str, int]:
+        return dict(self.counters)
+
+    # --- the async face -------------------------------------------------------------------------------------
+
+    async def generate(self, request: Request) -> AsyncIterator[Event]:
+        loop = asyncio.get_running_loop()
+        out: asyncio.Queue[Event] = asyncio.Queue()
+        self._jobs.put(_Job(request, loop, out, time.perf_counter()))
+        try:
+            while True:
+                event = await out.get()
+                yield event
+                if isinstance(event, Finish):
+                    return
+        finally:
+            request.cancel.set()  # a consumer that stops listening stops the generation too
+
+    # --- the worker thread ----------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while (job := self._jobs.get()) is not None:
+
+            def emit(event: Event, job: _Job = job) -> None:
+                job.loop.call_soon_threadsafe(job.out.put_nowait, event)
+
+            queue_ms = (time.perf_counter() - job.submitted) * 1000
+            if job.request.cancel.is_set():
+                emit(Finish("cancelled", queue_ms=queue_ms))
+                continue
+            try:
+                emit(self._turn(job.request, emit, queue_ms))
+            except Exception as exc:  # any llama.cpp failure ends this turn, never the engine
+                slot = self._slots.pop(job.request.key, None)
+                if slot is not None:
+                    C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+                    self._free.append(slot.seq)
+                emit(Finish("error", queue_ms=queue_ms, error=str(exc)[:200]))
+
+    def _slot(self, key: str) -> _Slot:
+        slot = self._slots.pop(key, None)
+        if slot is None:
+            if not self._free:
+                _, old = self._slots.popitem(last=False)
+                C.llama_memory_seq_rm(self._mem, old.seq, -1, -1)
+                self.counters["evictions"] += 1
+                self._free.append(old.seq)
+            slot = _Slot(self._free.pop())
+        self._slots[key] = slot
+        return slot
+
+    def _prompt(self, request: Request) -> list[int]:
+        """Tokens of the prompt; the oldest turns are left out until it fits with room to answer."""
+        assert self.model is not None
+        messages = list(request.messages)
+        room = min(request.max_tokens, self.n_ctx_seq // 4)
+        while True:
+            tokens = self.model.tokenize(self.model.template.render(messages, continue_last=request.continue_last))
+            if len(tokens) + room <= self.n_ctx_seq:
+                return tokens
+            first = 1 if messages and messages[0].role == "system" else 0
+            if len(messages) - first <= 1:
+                return tokens[-(self.n_ctx_seq - room) :]
+            del messages[first]
+
+    def _decode(self, slot: _Slot, tokens: list[int]) -> None:
+        """Append ``tokens`` to the slot's sequence; logits only for the last one."""
+        b = self._batch
+        for start in range(0, len(tokens), self.n_batch):
+            chunk = tokens[start : start + self.n_batch]
+            pos0 = len(slot.tokens)
+            b.n_tokens = len(chunk)
+            for i, tok in enumerate(chunk):
+                b.token[i] = tok
+                b.pos[i] = pos0 + i
+                b.n_seq_id[i] = 1
+                b.seq_id[i][0] = slot.seq
+                b.logits[i] = 0
+            b.logits[len(chunk) - 1] = 1
+            rc = C.llama_decode(self.ctx, b)
+            if rc != 0:
+                raise EngineError(f"llama_decode returned {rc}")
+            slot.tokens.extend(chunk)
+
+    def _sampler(self, request: Request) -> Any:
+        chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        if request.temperature <= 0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
+        else:
+            seed = request.seed if request.seed is not None else random.getrandbits(32)
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(request.top_p, 1))
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(request.temperature))
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed & 0xFFFFFFFF))
+        return chain
+
+    def _turn(self, request: Request, emit: Any, queue_ms: float) -> Finish:
+        assert self.model is not None
+        model = self.model
+        prompt = self._prompt(request)
+        slot = self._slot(request.key)
+        keep = 0
+        for a, b in zip(slot.tokens, prompt, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(prompt) - 1)  # at least one token is decoded, for fresh logits
+        C.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
+        del slot.tokens[keep:]
+        self.counters["reused_tokens"] += keep
+        self.counters["prefilled_tokens"] += len(prompt) - keep
+        self.counters["turns"] += 1
+        self._decode(slot, prompt[keep:])
+        sampler = self._sampler(request)
+        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        stop = StopMatcher(request.stop)
+        reason: FinishReason = "length"
+        produced, emitted_upto = 0, len(slot.tokens)
+        try:
+            while produced < request.max_tokens:
+                if request.cancel.is_set():
+                    reason = "cancelled"
+                    break
+                if len(slot.tokens) >= self.n_ctx_seq:
+                    break
+                tok = C.llama_sampler_sample(sampler, self.ctx, -1)
+                if model.is_eog(tok):
+                    reason = "stop"
+                    break
+                produced += 1
+                self.counters["generated_tokens"] += 1
+                text, hit = stop.feed(utf8.decode(model.piece(tok)))
+                if text:
+                    emit(Token(text))
+                if hit:
+                    reason = "stop"
+                    break
+                self._decode(slot, [tok])
+                if text and not stop._pending:
+                    emitted_upto = len(slot.tokens)
+            else:
+                reason = "length"
+            if reason != "cancelled" and (tail := stop.flush() + utf8.decode(b"", final=True)):
+                emit(Token(tail))
+                emitted_upto = len(slot.tokens)
+        finally:
+            C.llama_sampler_free(sampler)
+        if reason == "cancelled":
+            # The history keeps only what reached the frame log; drop KV for anything generated past it.
+            C.llama_memory_seq_rm(self._mem, slot.seq, emitted_upto, -1)
+            del slot.tokens[emitted_upto:]
+        return Finish(
+            reason, prompt_tokens=len(prompt), reused_tokens=keep, completion_tokens=produced, queue_ms=queue_ms
+        )
+
+
+def message_list(persona: str | None, turns: list[tuple[str | None, str]]) -> list[Message]:
+    """System persona, then (user, assistant) pairs; a ``None`` user extends the previous assistant message."""
+    out: list[Message] = [Message("system", persona)] if persona else []
+    for user, reply in turns:
+        if user is None and out and out[-1].role == "assistant":
+            out[-1] = Message("assistant", out[-1].content + reply)
+            continue
+        if user is not None:
+            out.append(Message("user", user))
+        out.append(Message("assistant", reply))
+    return out

@@ -1,0 +1,59 @@
+"""Prometheus metrics, served at ``GET /metrics`` on the WebSocket port. Engine counters are read on scrape."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+_LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class _EngineCollector(Collector):
+    def __init__(self, stats: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterable[Any]:
+        fams: dict[str, CounterMetricFamily] = {}
+        for model, counters in self._stats().items():
+            for key, value in counters.items():
+                fam = fams.get(key)
+                if fam is None:
+                    fam = fams[key] = CounterMetricFamily(
+                        f"rtserver_engine_{key}", f"engine counter {key}", labels=["model"]
+                    )
+                fam.add_metric([model], value)
+        yield from fams.values()
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.connections = Gauge("rtserver_connections", "open WebSocket connections", registry=r)
+        self.sessions = Gauge("rtserver_sessions", "sessions held by this node", registry=r)
+        self.turns = Counter("rtserver_turns", "turns ended, by finish reason", ["model", "reason"], registry=r)
+        self.frames = Counter("rtserver_frames_sent", "frames queued to clients", registry=r)
+        self.errors = Counter("rtserver_errors", "error frames sent, by code", ["code"], registry=r)
+        self.ttft = Histogram(
+            "rtserver_time_to_first_token_seconds", "turn start to first token", ["model"], buckets=_LATENCY, registry=r
+        )
+        self.gap = Histogram(
+            "rtserver_inter_token_seconds", "gap between tokens of one turn", ["model"], buckets=_LATENCY, registry=r
+        )
+
+    def watch_engines(self, stats: Callable[[], dict[str, dict[str, int]]]) -> None:
+        self.registry.register(_EngineCollector(stats))
+
+    def turn_done(self, model: str, reason: str, ttft: float | None, gaps: list[float]) -> None:
+        self.turns.labels(model, reason).inc()
+        if ttft is not None:
+            self.ttft.labels(model).observe(ttft)
+        gap = self.gap.labels(model)
+        for g in gaps:
+            gap.observe(g)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,204 @@
+"""The server: WebSocket endpoint at ``/`` plus ``/healthz``, ``/readyz`` and ``/metrics`` on the same port.
+
+Start-up order: settings -> engines (model load) -> store (journal replay) -> listen. SIGTERM/SIGINT drain:
+stop taking new turns, let running ones finish (up to ``drain_timeout``), close clients with 1012 so they
+reconnect and resume, flush the journal, exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http
+import signal
+import socket
+import ssl
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from rtprotocol import errors as E
+from rtprotocol import frames as F
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import NegotiationError
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from . import __version__
+from .connection import Connection
+from .engine.base import Engine
+from .engine.scripted import ScriptedEngine
+from .metrics import Metrics
+from .pipeline import build_pipeline
+from .session import SessionManager
+from .settings import Settings
+from .store import LocalStore
+
+log = structlog.get_logger("rtserver")
+
+
+def make_engines(settings: Settings) -> dict[str, Engine]:
+    if settings.engine == "scripted":
+        return {
+            name: ScriptedEngine(settings.scripted_rate, settings.scripted_words) for name in settings.model_paths()
+        }
+    from .engine.llama import LlamaEngine
+
+    return {
+        name: LlamaEngine(
+            path, n_ctx=settings.n_ctx, slots=settings.slots, n_threads=settings.threads or None, name=name
+        )
+        for name, path in settings.model_paths().items()
+    }
+
+
+class Server:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id or f"{socket.gethostname()}:{settings.port}"
+        self.metrics = Metrics()
+        self.engines = make_engines(settings)
+        self.metrics.watch_engines(lambda: {name: e.stats() for name, e in self.engines.items()})
+        self.store = LocalStore(Path(settings.data_dir), self.node_id, settings.frame_log, fsync=settings.fsync)
+        self.manager = SessionManager(
+            self.store,
+            build_pipeline(self.engines, self.metrics),
+            default_model="default",
+            models=set(self.engines),
+            default_params=settings.default_params(),
+            resume_grace=settings.resume_grace,
+            max_text=settings.max_text,
+        )
+        self.connections: set[Connection] = set()
+        self.ready = False
+        self.draining = False
+        self._stop = asyncio.Event()
+
+    def welcome(self) -> F.Frame:
+        s = self.settings
+        limits = {
+            "max_frame_bytes": s.max_frame_bytes,
+            "max_text": s.max_text,
+            "send_queue": s.send_queue,
+            "frame_log": s.frame_log,
+            "resume_grace_s": int(s.resume_grace),
+        }
+        return F.welcome(f"rtserver/{__version__}", self.node_id, limits, s.heartbeat, sorted(self.engines))
+
+    # --- HTTP on the same port --------------------------------------------------------------------------------
+
+    def _http(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = request.path.split("?", 1)[0]
+        if path == "/healthz":
+            return conn.respond(http.HTTPStatus.OK, "ok\n")
+        if path == "/readyz":
+            ok = self.ready and not self.draining
+            return conn.respond(
+                http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE, "ready\n" if ok else "not ready\n"
+            )
+        if path == "/metrics":
+            self.metrics.sessions.set(len(self.manager.sessions))
+            body = self.metrics.render()
+            headers = Headers(
+                [
+                    ("Content-Type", "text/plain; version=0.0.4; charset=utf-8"),
+                    ("Content-Length", str(len(body))),
+                    ("Connection", "close"),
+                ]
+            )
+            return Response(200, "OK", headers, body)
+        if "upgrade" not in request.headers.get("Connection", "").lower():
+            return conn.respond(
+                http.HTTPStatus.UPGRADE_REQUIRED,
+                "rtserver: this is a WebSocket endpoint (ws://host:port/, subprotocol rt.v1.msgpack "
+                "or rt.v1.json); see /healthz, /readyz, /metrics\n",
+            )
+        if self.draining:
+            return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining: reconnect to another node\n")
+        return None
+
+    @staticmethod
+    def _subprotocol(conn: ServerConnection, offered: Any) -> Subprotocol | None:
+        for p in offered:
+            if p in F.SUBPROTOCOLS:
+                return Subprotocol(p)
+        if offered:
+            raise NegotiationError(f"unsupported subprotocols {list(offered)}; use one of {list(F.SUBPROTOCOLS)}")
+        return None  # nothing offered: msgpack, the default
+
+    async def _handle(self, ws: ServerConnection) -> None:
+        conn = Connection(ws, self)
+        self.connections.add(conn)
+        self.metrics.connections.inc()
+        started = time.monotonic()
+        try:
+            await conn.run()
+        finally:
+            self.connections.discard(conn)
+            self.metrics.connections.dec()
+            log.info(
+                "connection",
+                peer=str(ws.remote_address[0]) if ws.remote_address else None,
+                subprotocol=conn.codec.subprotocol,
+                frames_in=conn.frames_in,
+                seconds=round(time.monotonic() - started, 3),
+                close_code=ws.close_code,
+            )
+
+    # --- lifecycle --------------------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        s = self.settings
+        t0 = time.perf_counter()
+        for name, engine in self.engines.items():
+            log.info("loading_model", model=name, path=str(s.model_paths()[name]), engine=s.engine)
+            await engine.start()
+        log.info("models_ready", seconds=round(time.perf_counter() - t0, 2))
+        await self.manager.load()
+        log.info("sessions_loaded", sessions=len(self.manager.sessions), data_dir=s.data_dir)
+        tls = None
+        if s.tls_cert:
+            tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            tls.load_cert_chain(s.tls_cert, s.tls_key)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stop.set)
+        async with serve(
+            self._handle,
+            s.host,
+            s.port,
+            process_request=self._http,
+            select_subprotocol=self._subprotocol,
+            subprotocols=[Subprotocol(p) for p in F.SUBPROTOCOLS],
+            compression=None,
+            max_size=s.max_frame_bytes,
+            ping_interval=s.heartbeat or None,
+            ping_timeout=s.heartbeat or None,
+            close_timeout=2,
+            ssl=tls,
+            server_header=f"rtserver/{__version__}",
+        ) as server:
+            port = server.sockets[0].getsockname()[1] if server.sockets else s.port
+            self.ready = True
+            scheme = "wss" if tls else "ws"
+            log.info("listening", url=f"{scheme}://{s.host}:{port}/", node=self.node_id, version=__version__)
+            await self._stop.wait()
+            await self._drain(server)
+        await self.store.close()
+        for engine in self.engines.values():
+            await engine.close()
+        log.info("stopped")
+
+    async def _drain(self, server: Any) -> None:
+        self.draining = True
+        log.info(
+            "draining",
+            turns=sum(1 for x in self.manager.sessions.values() if x.running),
+            connections=len(self.connections),
+        )
+        await self.manager.drain(self.settings.drain_timeout)
+        for conn in list(self.connections):
+            conn.close_after_flush(E.CLOSE_RESTART, "server restart: reconnect and resume")
+        server.close(close_connections=False)
+        await server.wait_closed()

@@ -1,0 +1,322 @@
+"""Sessions at run time: numbered frames fanned out to the connections attached, and the turns they run.
+
+A turn belongs to its session, not to the connection that asked for it: a client that drops mid-turn does not
+stop it. When the last connection leaves during a turn, the turn runs on for ``resume_grace`` seconds so a
+reconnecting client resumes it; if nobody comes back in time it ends as ``cancelled``.
+
+Every ``turn.start`` is followed by exactly one ``turn.end``, sent only after the turn is durable in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from typing import Any, Protocol
+
+import structlog
+from rtprotocol import Codec, FrameLog
+from rtprotocol import frames as F
+
+from .engine.base import Finish, Request, Token
+from .errors import ClientError
+from .history import History, TurnNode
+from .pipeline import Handler, TurnContext
+from .store import SessionData, Store
+
+log = structlog.get_logger("rtserver.session")
+
+
+class Outgoing:
+    """A frame as queued to clients: encoded at most once per subprotocol, however many clients receive it."""
+
+    __slots__ = ("frame", "_enc")
+
+    def __init__(self, frame: F.Frame) -> None:
+        self.frame = frame
+        self._enc: dict[str, bytes | str] = {}
+
+    def encoded(self, codec: Codec) -> bytes | str:
+        data = self._enc.get(codec.subprotocol)
+        if data is None:
+            data = self._enc[codec.subprotocol] = codec.encode(self.frame)
+        return data
+
+
+class Subscriber(Protocol):
+    def push(self, out: Outgoing) -> None: ...
+
+
+class RunningTurn:
+    def __init__(self, node: TurnNode, request: Request) -> None:
+        self.node = node
+        self.request = request
+        self.text: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+
+
+class Session:
+    def __init__(self, data: SessionData, log_: FrameLog[Outgoing]) -> None:
+        self.data = data
+        self.log = log_
+        self.subscribers: set[Subscriber] = set()
+        self.running: RunningTurn | None = None
+        self.grace: asyncio.TimerHandle | None = None
+
+    @property
+    def sid(self) -> str:
+        return self.data.sid
+
+    @property
+    def history(self) -> History:
+        return self.data.history
+
+    def emit(self, frame: F.Frame) -> None:
+        """Number the frame, keep it in the log and queue it to every attached connection."""
+        seq = self.log.next_seq()
+        frame["seq"] = seq
+        out = Outgoing(frame)
+        self.log.append(seq, out)
+        for sub in tuple(self.subscribers):
+            sub.push(out)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.data.model,
+            "persona": self.data.persona,
+            "params": self.data.params,
+            "head": self.history.head,
+            "turns": len(self.history.path()),
+            "running": self.running.node.tid if self.running else None,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        snap: dict[str, Any] = {"turns": [n.to_dict() for n in self.history.path()], "running": None}
+        if self.running:
+            r = self.running
+            snap["running"] = {
+                "tid": r.node.tid,
+                "kind": r.node.kind,
+                "parent": r.node.parent,
+                "user": r.node.user,
+                "text": "".join(r.text),
+            }
+        return snap
+
+    def session_frame(
+        self, *, frame_id: Any = None, snapshot: bool = False, recovered: bool | None = None, why: str | None = None
+    ) -> F.Frame:
+        """The reply to open/attach/resume. It carries the current seq but is not itself a numbered frame."""
+        f: F.Frame = {
+            "t": "session",
+            "sid": self.sid,
+            "seq": self.log.last_seq,
+            "ep": self.log.epoch,
+            "state": self.state(),
+        }
+        if frame_id is not None:
+            f["id"] = frame_id
+        if recovered is not None:
+            f["recovered"] = recovered
+        if why is not None:
+            f["why"] = why
+        if snapshot:
+            f["snap"] = self.snapshot()
+        return f
+
+
+class SessionManager:
+    def __init__(
+        self,
+        store: Store,
+        handler: Handler,
+        *,
+        default_model: str,
+        models: set[str],
+        default_params: dict[str, Any],
+        resume_grace: float,
+        max_text: int,
+    ) -> None:
+        self.store = store
+        self.handler = handler
+        self.default_model, self.models = default_model, models
+        self.default_params = default_params
+        self.resume_grace = resume_grace
+        self.max_text = max_text
+        self.sessions: dict[str, Session] = {}
+
+    async def load(self) -> None:
+        for sid, data in (await self.store.open()).items():
+            self.sessions[sid] = Session(data, self.store.frame_log(sid))
+
+    def get(self, sid: str) -> Session:
+        s = self.sessions.get(sid)
+        if s is None:
+            raise ClientError(
+                "no session with this id: it was closed or never existed; open a new one", code="unknown_session"
+            )
+        return s
+
+    async def create(self, persona: str | None, params: dict[str, Any], model: str | None) -> Session:
+        model = model or self.default_model
+        if model not in self.models:
+            raise ClientError(
+                f"model {model[:60]!r} is not configured here; choose one of {sorted(self.models)}",
+                code="unknown_model",
+            )
+        self._check_text(persona, "persona")
+        data = SessionData(secrets.token_urlsafe(16), persona, dict(params), model, owner=self.store.node_id)
+        await self.store.create(data)
+        s = self.sessions[data.sid] = Session(data, self.store.frame_log(data.sid))
+        return s
+
+    def _check_text(self, text: str | None, field: str) -> None:
+        if text is not None and len(text) > self.max_text:
+            raise ClientError(f"{field} is {len(text)} characters; the limit is {self.max_text}", code="too_large")
+
+    # --- attach / detach --------------------------------------------------------------------------------------
+
+    def attach(self, s: Session, sub: Subscriber) -> None:
+        s.subscribers.add(sub)
+        if s.grace is not None:
+            s.grace.cancel()
+            s.grace = None
+
+    def detach(self, s: Session, sub: Subscriber) -> None:
+        s.subscribers.discard(sub)
+        if not s.subscribers and s.running and s.grace is None:
+            s.grace = asyncio.get_running_loop().call_later(self.resume_grace, self._grace_over, s)
+
+    def _grace_over(self, s: Session) -> None:
+        s.grace = None
+        if not s.subscribers and s.running:
+            log.info("turn_abandoned", sid=s.sid, tid=s.running.node.tid)
+            s.running.request.cancel.set()
+
+    # --- turns ------------------------------------------------------------------------------------------------
+
+    def start_turn(self, s: Session, kind: str, user: str | None, params: dict[str, Any], frame_id: Any) -> None:
+        if s.running:
+            raise ClientError(
+                "a turn is running; wait for turn.end, cancel it, or say with interrupt: true", code="turn_running"
+            )
+        self._check_text(user, "text")
+        h = s.history
+        if kind == "say":
+            parent, continue_last = h.head, False
+            messages = h.messages(s.data.persona, parent)
+        else:
+            if not h.head:
+                raise ClientError("there is no reply yet to regenerate or continue", code="nothing_to_regenerate")
+            cur = h.nodes[h.head]
+            if kind == "regenerate":
+                # A sibling of the head: same question (or the same continuation point), a new answer.
+                parent, user, continue_last = cur.parent, cur.user, cur.user is None
+                if continue_last:
+                    kind = "continue"
+                messages = h.messages(s.data.persona, parent)
+            else:
+                parent, continue_last = h.head, True
+                messages = h.messages(s.data.persona, parent)
+        if user is not None:
+            from .engine.base import Message
+
+            messages.append(Message("user", user))
+        p = {**self.default_params, **s.data.params, **params}
+        request = Request(
+            s.sid,
+            messages,
+            continue_last=continue_last,
+            temperature=float(p["temperature"]),
+            top_p=float(p["top_p"]),
+            seed=p.get("seed"),
+            max_tokens=int(p["max_tokens"]),
+            stop=list(p.get("stop") or ()),
+        )
+        node = h.new_turn(kind, user, parent)
+        turn = s.running = RunningTurn(node, request)
+        start = F.turn_start(s.sid, 0, node.tid, kind, parent)  # type: ignore[arg-type]
+        if frame_id is not None:
+            start["id"] = frame_id
+        s.emit(start)
+        turn.task = asyncio.get_running_loop().create_task(self._run(s, turn), name=f"turn-{s.sid}-{node.tid}")
+
+    async def _run(self, s: Session, turn: RunningTurn) -> None:
+        node, ctx = turn.node, TurnContext(s.sid, turn.node.tid, s.data.model, turn.request)
+        finish = Finish("error")
+        async for event in self.handler(ctx):
+            if isinstance(event, Token):
+                turn.text.append(event.text)
+                s.emit(F.delta(s.sid, 0, node.tid, event.text))
+            else:
+                finish = event
+        node.reply, node.reason = "".join(turn.text), finish.reason
+        node.usage = {
+            "prompt": finish.prompt_tokens,
+            "reused": finish.reused_tokens,
+            "completion": finish.completion_tokens,
+        }
+        try:
+            await self.store.save_turn(s.sid, node)
+        except OSError as exc:
+            log.error("journal_failed", sid=s.sid, tid=node.tid, error=str(exc))
+            finish = Finish("error", error="could not persist the turn")
+        else:
+            s.history.commit(node)
+        s.running = None
+        end = time.perf_counter()
+        ttft = (ctx.first_token - ctx.started) * 1000 if ctx.first_token else None
+        timings = {
+            "queue_ms": round(finish.queue_ms, 3),
+            "ttft_ms": round(ttft, 3) if ttft is not None else None,
+            "total_ms": round((end - ctx.started) * 1000, 3),
+        }
+        frame = F.turn_end(s.sid, 0, node.tid, finish.reason, node.usage, timings)  # type: ignore[arg-type]
+        if finish.error:
+            frame["error"] = finish.error
+        s.emit(frame)
+        log.info("turn", sid=s.sid, tid=node.tid, kind=node.kind, reason=finish.reason, **node.usage, **timings)
+
+    async def cancel(self, s: Session) -> None:
+        if not s.running:
+            raise ClientError("no turn is running in this session", code="no_turn")
+        turn = s.running
+        turn.request.cancel.set()
+        if turn.task is not None:
+            await asyncio.shield(turn.task)
+
+    async def rollback(self, s: Session, tid: int) -> None:
+        if s.running:
+            raise ClientError("a turn is running; cancel it before rolling back", code="turn_running")
+        if tid != 0 and tid not in s.history.nodes:
+            raise ClientError(f"turn {tid} does not exist in this session", code="unknown_turn")
+        await self.store.set_head(s.sid, tid)
+        s.history.head = tid
+        s.emit({"t": "session.updated", "sid": s.sid, "seq": 0, "state": s.state()})
+
+    async def update(self, s: Session, persona: str | None, params: dict[str, Any]) -> None:
+        self._check_text(persona, "persona")
+        new_persona = persona if persona is not None else s.data.persona
+        new_params = {**s.data.params, **params}
+        await self.store.update(s.sid, new_persona, new_params)
+        s.data.persona, s.data.params = new_persona, new_params
+        s.emit({"t": "session.updated", "sid": s.sid, "seq": 0, "state": s.state()})
+
+    async def close_session(self, s: Session) -> None:
+        if s.running:
+            await self.cancel(s)
+        await self.store.delete(s.sid)
+        s.emit({"t": "session.closed", "sid": s.sid, "seq": 0})
+        self.sessions.pop(s.sid, None)
+
+    async def drain(self, bound: float) -> None:
+        """Let running turns finish for up to ``bound`` seconds, then cancel the rest (they still end properly)."""
+        tasks = [s.running.task for s in self.sessions.values() if s.running and s.running.task]
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=bound)
+        for s in self.sessions.values():
+            if s.running:
+                s.running.request.cancel.set()
+        if pending:
+            await asyncio.wait(pending, timeout=5)

@@ -1,0 +1,137 @@
+"""Settings: defaults, then a TOML file (``--config``), then ``RTSERVER_*`` environment variables, then flags.
+Validated at start-up; every message names the bad key and says what it expects."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+BUNDLED_MODEL = Path(__file__).parent / "models" / "rtserver-tiny-q8_0.gguf"
+
+
+@dataclass
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    model: str = str(BUNDLED_MODEL)  # the default model's GGUF file
+    models: dict[str, str] = field(default_factory=dict)  # more models by name: {name = "path.gguf"}
+    data_dir: str = "./rtserver-data"
+    tls_cert: str = ""
+    tls_key: str = ""
+    engine: str = "llama"  # llama | scripted (scripted: protocol and load tests)
+    scripted_rate: float = 20.0  # tokens/s per turn of the scripted engine; 0 = as fast as possible
+    scripted_words: int = 12
+    n_ctx: int = 2048  # context per session sequence
+    slots: int = 8  # sessions whose KV stays in the context at once
+    threads: int = 0  # llama.cpp threads; 0 = all cores
+    node_id: str = ""  # defaults to the host name and port
+    frame_log: int = 1024  # frames kept per session for resume
+    send_queue: int = 4096  # frames queued per connection before a slow reader is cut off (4008)
+    max_frame_bytes: int = 65536  # larger frames are closed with 1009
+    max_text: int = 16384  # characters in say.text and persona
+    heartbeat: float = 20.0  # seconds between pings; a peer silent for as long again is closed
+    hello_timeout: float = 10.0
+    resume_grace: float = 10.0  # a turn whose clients all left keeps running this long for a resume
+    drain_timeout: float = 30.0  # SIGTERM: how long running turns may take to finish
+    fsync: bool = True  # journal with fsync (off only for throwaway benchmarks)
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_tokens: int = 256
+    log_level: str = "info"
+
+    def default_params(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
+
+    def model_paths(self) -> dict[str, Path]:
+        return {"default": Path(self.model), **{k: Path(v) for k, v in self.models.items()}}
+
+
+_TYPES = {f.name: f.type for f in fields(Settings)}
+
+
+def _coerce(key: str, value: Any, source: str) -> Any:
+    want = _TYPES[key]
+    try:
+        if want == "bool":
+            if isinstance(value, bool):
+                return value
+            if str(value).lower() in ("1", "true", "yes", "on"):
+                return True
+            if str(value).lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(value)
+        if want == "int":
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if want == "float":
+            return float(value)
+        if want == "str":
+            if not isinstance(value, (str, int, float)):
+                raise ValueError(value)
+            return str(value)
+        if want.startswith("dict"):
+            if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+                raise ValueError(value)
+            return dict(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: {key} must be {want}, got {value!r}") from None
+    raise AssertionError(want)
+
+
+def load_settings(config: str | None, env: dict[str, str], flags: dict[str, Any]) -> Settings:
+    values: dict[str, Any] = {}
+    if config:
+        try:
+            raw = tomllib.loads(Path(config).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"config file {config} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {config} is not valid TOML: {exc}") from None
+        for key, value in raw.items():
+            if key.replace("-", "_") not in _TYPES:
+                raise ConfigError(f"{config}: unknown setting {key!r}; known: {', '.join(sorted(_TYPES))}")
+            values[key.replace("-", "_")] = _coerce(key.replace("-", "_"), value, config)
+    for name, value in env.items():
+        if name.startswith("RTSERVER_"):
+            key = name[len("RTSERVER_") :].lower()
+            if key not in _TYPES or _TYPES[key].startswith("dict"):
+                raise ConfigError(
+                    f"environment: unknown setting {name}; known: "
+                    + ", ".join("RTSERVER_" + k.upper() for k in sorted(_TYPES))
+                )
+            values[key] = _coerce(key, value, f"environment {name}")
+    for key, value in flags.items():
+        if value is not None:
+            values[key] = _coerce(key, value, f"--{key.replace('_', '-')}")
+    s = Settings(**values)
+    _validate(s)
+    return s
+
+
+def _validate(s: Settings) -> None:
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise ConfigError(msg)
+
+    need(0 < s.port < 65536, f"port must be 1-65535, got {s.port}")
+    need(s.engine in ("llama", "scripted"), f"engine must be llama or scripted, got {s.engine!r}")
+    need(bool(s.tls_cert) == bool(s.tls_key), "tls_cert and tls_key go together: give both or neither")
+    need(s.slots >= 1, "slots must be at least 1")
+    need(s.n_ctx >= 128, "n_ctx must be at least 128")
+    for key in ("frame_log", "send_queue", "max_frame_bytes", "max_text", "max_tokens"):
+        need(getattr(s, key) >= 1, f"{key} must be at least 1")
+    for key in ("heartbeat", "hello_timeout", "resume_grace", "drain_timeout", "scripted_rate"):
+        need(getattr(s, key) >= 0, f"{key} must be >= 0")
+    if s.engine == "llama":
+        for name, path in s.model_paths().items():
+            need(path.is_file(), f"model {name!r}: {path} does not exist; point --model at a .gguf file")
+
+
+def environ() -> dict[str, str]:
+    return dict(os.environ)
