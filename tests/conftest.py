@@ -1,0 +1,113 @@
+"""Shared fixtures. Real-socket tests start ``rtserver serve`` as a subprocess on a free port (``--port 0``) and
+learn the URL from its ``listening`` log line, so no test waits on a timer for a server to come up."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() == "true"
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip on a laptop without the service; in CI a missing service is a failure."""
+    if not condition:
+        if IN_CI:
+            pytest.fail(f"CI=true but {reason}")
+        pytest.skip(reason)
+
+
+@dataclass
+class ServerProc:
+    args: list[str]
+    data_dir: Path
+    env: dict[str, str]
+    proc: subprocess.Popen[str] | None = None
+    url: str = ""
+    port: int = 0
+    log: list[dict[str, object]] = field(default_factory=list)
+
+    def start(self) -> ServerProc:
+        port_args = ["--port", str(self.port)] if self.port else ["--port", "0"]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "rtserver", "serve", "--host", "127.0.0.1", *port_args,
+             "--data-dir", str(self.data_dir), *self.args],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ, **self.env},
+        )
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            event = self._record(line)
+            if event.get("event") == "listening":
+                self.url = str(event["url"])
+                self.port = int(self.url.rsplit(":", 1)[1].strip("/"))
+                return self
+        raise RuntimeError(f"rtserver exited before listening (rc={self.proc.wait()}): {self.log[-5:]}")
+
+    def _record(self, line: str) -> dict[str, object]:
+        try:
+            event = json.loads(line)
+        except json.JSONDecodeError:
+            event = {"raw": line.rstrip()}
+        self.log.append(event)
+        return event
+
+    @property
+    def http(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        rc = self.proc.wait(timeout=60)
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self._record(line)
+        return rc
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        if self.proc is not None and self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> Iterator[object]:
+    servers: list[ServerProc] = []
+
+    def start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
+              port: int = 0) -> ServerProc:
+        s = ServerProc(list(args), data_dir or tmp_path / "data", env or {}, port=port)
+        servers.append(s)
+        return s.start()
+
+    yield start
+    for s in servers:
+        s.stop()
+
+
+SCRIPTED = ("--engine", "scripted")
+
+
+@pytest.fixture
+def scripted_server(start_server) -> ServerProc:  # type: ignore[no-untyped-def]
+    return start_server(*SCRIPTED, "--scripted-rate", "200")  # type: ignore[no-any-return]
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed (scripts/install)")
+    path = ROOT / "rtserver" / "models" / "rtserver-tiny-q8_0.gguf"
+    require(path.is_file(), f"the bundled model {path} is missing")
+    return path

@@ -1,0 +1,47 @@
+"""A raw protocol client for tests that need to see every frame, including the ones the reference client hides."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import websockets
+from rtprotocol import SUBPROTOCOL_MSGPACK, Codec
+from websockets.asyncio.client import ClientConnection
+
+
+class Raw:
+    def __init__(self, ws: ClientConnection, codec: Codec) -> None:
+        self.ws, self.codec = ws, codec
+
+    @classmethod
+    async def connect(cls, url: str, subprotocol: str = SUBPROTOCOL_MSGPACK, hello: bool = True, **kw: Any) -> Raw:
+        ws = await websockets.connect(url, subprotocols=[subprotocol], compression=None, **kw)  # type: ignore[list-item]
+        raw = cls(ws, Codec(subprotocol))
+        if hello:
+            await raw.send({"t": "hello", "client": "tests"})
+            assert (await raw.recv())["t"] == "welcome"
+        return raw
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(self.codec.encode(frame))
+
+    async def recv(self, timeout: float = 30) -> dict[str, Any]:
+        return self.codec.decode(await asyncio.wait_for(self.ws.recv(), timeout))  # type: ignore[no-any-return]
+
+    async def until(self, kind: str, timeout: float = 30) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """Frames up to and including the first of type ``kind``."""
+        seen = []
+        while True:
+            f = await self.recv(timeout)
+            seen.append(f)
+            if f["t"] == kind:
+                return f, seen
+
+    async def open(self, **fields: Any) -> dict[str, Any]:
+        await self.send({"t": "session.open", "id": "open", **fields})
+        f, _ = await self.until("session")
+        return f
+
+    async def close(self) -> None:
+        await self.ws.close()
