@@ -38,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--tls-key", metavar="FILE", help="PEM private key for --tls-cert")
     s.add_argument("--engine", choices=["llama", "scripted"], help="llama (default) or scripted (tests, load)")
     s.add_argument("--scripted-rate", type=float, help="scripted engine: tokens/s per turn (0: no pacing)")
+    s.add_argument("--scripted-words", type=int, help="scripted engine: words per reply after the echo")
     s.add_argument("--n-ctx", type=int, help=f"context tokens per session (default {d.n_ctx})")
     s.add_argument("--slots", type=int, help=f"sessions whose KV stays in memory at once (default {d.slots})")
     s.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")

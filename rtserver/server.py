@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import os
 import signal
 import socket
 import ssl
@@ -56,7 +57,7 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
 class Server:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.node_id = settings.node_id or f"{socket.gethostname()}:{settings.port}"
+        self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = Metrics()
         self.engines = make_engines(settings)
         self.metrics.watch_engines(lambda: {name: e.stats() for name, e in self.engines.items()})

@@ -29,7 +29,7 @@ class Settings:
     n_ctx: int = 2048  # context per session sequence
     slots: int = 8  # sessions whose KV stays in the context at once
     threads: int = 0  # llama.cpp threads; 0 = all cores
-    node_id: str = ""  # defaults to the host name and port
+    node_id: str = ""  # defaults to the host name and process id
     frame_log: int = 1024  # frames kept per session for resume
     send_queue: int = 4096  # frames queued per connection before a slow reader is cut off (4008)
     max_frame_bytes: int = 65536  # larger frames are closed with 1009
@@ -119,7 +119,7 @@ def _validate(s: Settings) -> None:
         if not ok:
             raise ConfigError(msg)
 
-    need(0 < s.port < 65536, f"port must be 1-65535, got {s.port}")
+    need(0 <= s.port < 65536, f"port must be 0-65535 (0 picks a free port), got {s.port}")
     need(s.engine in ("llama", "scripted"), f"engine must be llama or scripted, got {s.engine!r}")
     need(bool(s.tls_cert) == bool(s.tls_key), "tls_cert and tls_key go together: give both or neither")
     need(s.slots >= 1, "slots must be at least 1")

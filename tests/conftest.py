@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -40,9 +40,22 @@ class ServerProc:
     def start(self) -> ServerProc:
         port_args = ["--port", str(self.port)] if self.port else ["--port", "0"]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rtserver", "serve", "--host", "127.0.0.1", *port_args,
-             "--data-dir", str(self.data_dir), *self.args],
-            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env={**os.environ, **self.env},
+            [
+                sys.executable,
+                "-m",
+                "rtserver",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                *port_args,
+                "--data-dir",
+                str(self.data_dir),
+                *self.args,
+            ],
+            stderr=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **self.env},
         )
         assert self.proc.stderr is not None
         for line in self.proc.stderr:
@@ -65,6 +78,18 @@ class ServerProc:
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    def wait_event(self, name: str, **match: object) -> dict[str, object]:
+        """Read the server's log until an event ``name`` with these fields appears (blocking: use to_thread)."""
+        for event in self.log:
+            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
+                return event
+        assert self.proc is not None and self.proc.stderr is not None
+        for line in self.proc.stderr:
+            event = self._record(line)
+            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
+                return event
+        raise AssertionError(f"server exited without logging {name} {match}")
+
     def signal(self, sig: int) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
@@ -86,8 +111,7 @@ class ServerProc:
 def start_server(tmp_path: Path) -> Iterator[object]:
     servers: list[ServerProc] = []
 
-    def start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None,
-              port: int = 0) -> ServerProc:
+    def start(*args: str, data_dir: Path | None = None, env: dict[str, str] | None = None, port: int = 0) -> ServerProc:
         s = ServerProc(list(args), data_dir or tmp_path / "data", env or {}, port=port)
         servers.append(s)
         return s.start()
@@ -95,6 +119,17 @@ def start_server(tmp_path: Path) -> Iterator[object]:
     yield start
     for s in servers:
         s.stop()
+
+
+@pytest.fixture(autouse=True)
+async def _close_raw_connections() -> AsyncIterator[None]:
+    from .helpers import Raw
+
+    yield
+    for raw in Raw.opened:
+        await raw.ws.close()
+        raw.ws.transport.abort()
+    Raw.opened.clear()
 
 
 SCRIPTED = ("--engine", "scripted")

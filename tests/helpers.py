@@ -11,8 +11,11 @@ from websockets.asyncio.client import ClientConnection
 
 
 class Raw:
+    opened: list[Raw] = []  # closed after each test by the autouse fixture in conftest
+
     def __init__(self, ws: ClientConnection, codec: Codec) -> None:
         self.ws, self.codec = ws, codec
+        Raw.opened.append(self)
 
     @classmethod
     async def connect(cls, url: str, subprotocol: str = SUBPROTOCOL_MSGPACK, hello: bool = True, **kw: Any) -> Raw:

@@ -17,12 +17,21 @@ import msgpack
 FRAMES: list[tuple[str, dict[str, object]]] = [
     ("hello", {"t": "hello", "client": "rtclient", "version": "0.1.0"}),
     ("hello_token", {"t": "hello", "id": 1, "client": "game", "token": "secret"}),
-    ("session_open", {"t": "session.open", "id": 2, "persona": "You are Bram, a gruff blacksmith.",
-                      "params": {"seed": 7, "max_tokens": 64}}),
+    (
+        "session_open",
+        {
+            "t": "session.open",
+            "id": 2,
+            "persona": "You are Bram, a gruff blacksmith.",
+            "params": {"seed": 7, "max_tokens": 64},
+        },
+    ),
     ("session_open_float", {"t": "session.open", "id": 3, "params": {"temperature": 0.7, "top_p": 0.9}}),
     ("session_attach", {"t": "session.open", "id": 4, "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "snapshot": True}),
-    ("session_resume", {"t": "session.resume", "id": 5, "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "ep": "9f3a01bc",
-                        "last_seq": 41}),
+    (
+        "session_resume",
+        {"t": "session.resume", "id": 5, "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "ep": "9f3a01bc", "last_seq": 41},
+    ),
     ("say", {"t": "say", "id": 6, "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "text": "Hello! Any work?"}),
     ("say_interrupt", {"t": "say", "id": 7, "text": "Wait, stop.", "interrupt": True, "params": {"stop": ["\n"]}}),
     ("cancel", {"t": "cancel", "id": 8}),
@@ -32,35 +41,128 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
     ("session_update", {"t": "session.update", "id": 12, "persona": "You are Bram, now cheerful."}),
     ("session_close", {"t": "session.close", "id": 13}),
     ("ping", {"t": "ping", "id": 14}),
-    ("welcome", {"t": "welcome", "v": 1, "server": "rtserver/0.1.0", "node": "node-a:8000",
-                 "limits": {"max_frame_bytes": 65536, "max_text": 16384, "send_queue": 4096, "frame_log": 1024,
-                            "resume_grace_s": 10}, "hb": 20, "models": ["default"]}),
-    ("session", {"t": "session", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 0, "ep": "9f3a01bc",
-                 "state": {"model": "default", "persona": "You are Bram.", "params": {}, "head": 0, "turns": 0,
-                           "running": None}, "id": 2}),
-    ("session_not_recovered", {"t": "session", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 3, "ep": "77aa0012",
-                               "state": {"model": "default", "persona": None, "params": {}, "head": 1, "turns": 1,
-                                         "running": None}, "id": 5, "recovered": False, "why": "epoch_changed",
-                               "snap": {"turns": [{"tid": 1, "parent": 0, "kind": "say", "user": "Hi",
-                                                   "reply": "Hmph. Hello.", "reason": "stop",
-                                                   "usage": {"prompt": 20, "reused": 0, "completion": 4}}],
-                                        "running": None}}),
-    ("turn_start", {"t": "turn.start", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 1, "tid": 1, "kind": "say",
-                    "parent": 0, "id": 6}),
+    (
+        "welcome",
+        {
+            "t": "welcome",
+            "v": 1,
+            "server": "rtserver/0.1.0",
+            "node": "node-a:8000",
+            "limits": {
+                "max_frame_bytes": 65536,
+                "max_text": 16384,
+                "send_queue": 4096,
+                "frame_log": 1024,
+                "resume_grace_s": 10,
+            },
+            "hb": 20,
+            "models": ["default"],
+        },
+    ),
+    (
+        "session",
+        {
+            "t": "session",
+            "sid": "q1W2e3R4t5Y6u7I8o9P0aA",
+            "seq": 0,
+            "ep": "9f3a01bc",
+            "state": {
+                "model": "default",
+                "persona": "You are Bram.",
+                "params": {},
+                "head": 0,
+                "turns": 0,
+                "running": None,
+            },
+            "id": 2,
+        },
+    ),
+    (
+        "session_not_recovered",
+        {
+            "t": "session",
+            "sid": "q1W2e3R4t5Y6u7I8o9P0aA",
+            "seq": 3,
+            "ep": "77aa0012",
+            "state": {"model": "default", "persona": None, "params": {}, "head": 1, "turns": 1, "running": None},
+            "id": 5,
+            "recovered": False,
+            "why": "epoch_changed",
+            "snap": {
+                "turns": [
+                    {
+                        "tid": 1,
+                        "parent": 0,
+                        "kind": "say",
+                        "user": "Hi",
+                        "reply": "Hmph. Hello.",
+                        "reason": "stop",
+                        "usage": {"prompt": 20, "reused": 0, "completion": 4},
+                    }
+                ],
+                "running": None,
+            },
+        },
+    ),
+    (
+        "turn_start",
+        {"t": "turn.start", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 1, "tid": 1, "kind": "say", "parent": 0, "id": 6},
+    ),
     ("delta", {"t": "delta", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 2, "tid": 1, "x": " Hmph"}),
     ("delta_unicode", {"t": "delta", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 3, "tid": 1, "x": " café ☕"}),
-    ("turn_end", {"t": "turn.end", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 9, "tid": 1, "reason": "stop",
-                  "usage": {"prompt": 31, "reused": 12, "completion": 6},
-                  "timings": {"queue_ms": 0.5, "ttft_ms": 4.25, "total_ms": 30.0}, "cache": "miss"}),
-    ("turn_end_cancelled", {"t": "turn.end", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 10, "tid": 2,
-                            "reason": "cancelled", "usage": {"prompt": 40, "reused": 38, "completion": 2},
-                            "timings": {"queue_ms": 0, "ttft_ms": None, "total_ms": 3}, "cache": "miss"}),
-    ("session_updated", {"t": "session.updated", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 11,
-                         "state": {"model": "default", "persona": "You are Bram.", "params": {"seed": 1}, "head": 1,
-                                   "turns": 1, "running": None}}),
+    (
+        "turn_end",
+        {
+            "t": "turn.end",
+            "sid": "q1W2e3R4t5Y6u7I8o9P0aA",
+            "seq": 9,
+            "tid": 1,
+            "reason": "stop",
+            "usage": {"prompt": 31, "reused": 12, "completion": 6},
+            "timings": {"queue_ms": 0.5, "ttft_ms": 4.25, "total_ms": 30.0},
+            "cache": "miss",
+        },
+    ),
+    (
+        "turn_end_cancelled",
+        {
+            "t": "turn.end",
+            "sid": "q1W2e3R4t5Y6u7I8o9P0aA",
+            "seq": 10,
+            "tid": 2,
+            "reason": "cancelled",
+            "usage": {"prompt": 40, "reused": 38, "completion": 2},
+            "timings": {"queue_ms": 0, "ttft_ms": None, "total_ms": 3},
+            "cache": "miss",
+        },
+    ),
+    (
+        "session_updated",
+        {
+            "t": "session.updated",
+            "sid": "q1W2e3R4t5Y6u7I8o9P0aA",
+            "seq": 11,
+            "state": {
+                "model": "default",
+                "persona": "You are Bram.",
+                "params": {"seed": 1},
+                "head": 1,
+                "turns": 1,
+                "running": None,
+            },
+        },
+    ),
     ("session_closed", {"t": "session.closed", "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "seq": 12}),
-    ("error", {"t": "error", "code": "turn_running", "msg": "a turn is running; wait for turn.end, cancel it, or "
-               "say with interrupt: true", "id": 7, "sid": "q1W2e3R4t5Y6u7I8o9P0aA"}),
+    (
+        "error",
+        {
+            "t": "error",
+            "code": "turn_running",
+            "msg": "a turn is running; wait for turn.end, cancel it, or say with interrupt: true",
+            "id": 7,
+            "sid": "q1W2e3R4t5Y6u7I8o9P0aA",
+        },
+    ),
     ("error_busy", {"t": "error", "code": "busy", "msg": "at capacity", "retry_after": 2}),
     ("pong", {"t": "pong", "id": 14}),
 ]
@@ -77,8 +179,15 @@ def _has_float(value: object) -> bool:
 
 
 def main() -> None:
-    out = [{"name": name, "json": frame, "msgpack": msgpack.packb(frame, use_bin_type=True).hex(),
-            "encode": not _has_float(frame)} for name, frame in FRAMES]
+    out = [
+        {
+            "name": name,
+            "json": frame,
+            "msgpack": msgpack.packb(frame, use_bin_type=True).hex(),
+            "encode": not _has_float(frame),
+        }
+        for name, frame in FRAMES
+    ]
     path = Path(__file__).with_name("frames.json")
     path.write_text(json.dumps(out, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {len(out)} vectors to {path}")

@@ -1,4 +1,5 @@
 import pytest
+
 from rtserver.errors import ConfigError
 from rtserver.settings import load_settings
 

@@ -1,0 +1,363 @@
+"""Real-socket tests on the scripted engine: `rtserver serve` as a subprocess, the reference client and raw frames."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import urllib.request
+
+import pytest
+import websockets
+from rtclient import Backoff, Client, RtClientError
+from rtprotocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
+
+from ..helpers import Raw
+
+FAST = Backoff(base=0.01, cap=0.05)
+
+
+def expected(user: str, words: int = 12) -> str:
+    """What the scripted engine says, from a fresh server, for this user line and seed 1."""
+    return f"You said: {user}."  # followed by words; compared by prefix where only the echo is known
+
+
+@pytest.mark.parametrize("subprotocol", [SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON])
+async def test_multi_turn_conversation(scripted_server, subprotocol):
+    async with Client(scripted_server.url, subprotocol=subprotocol) as c:
+        s = await c.open_session(persona="You are Bram.", params={"seed": 1})
+        texts = []
+        for line in ("Hello", "Any work?", "Bye"):
+            turn = await s.say(line)
+            pieces = [p async for p in turn]
+            r = await turn.result()
+            assert r.reason == "stop" and r.text == "".join(pieces)
+            assert r.text.startswith(expected(line)) and len(pieces) == 3 + 12
+            assert r.usage["completion"] == 15 and r.timings["total_ms"] >= r.timings["ttft_ms"] > 0
+            texts.append(r.text)
+        assert s.state["running"] is None
+        assert c.welcome["v"] == 1 and "max_text" in c.welcome["limits"]
+        again = await Client(scripted_server.url).__aenter__()
+        attached = await again.attach(s.sid)
+        assert [t["reply"] for t in attached.snapshot["turns"]] == texts
+        await again.close()
+
+
+async def test_seed_determinism_and_regenerate_alternatives(scripted_server):
+    async with Client(scripted_server.url) as c:
+        a = await c.open_session(params={"seed": 5})
+        b = await c.open_session(params={"seed": 5})
+        ra = await (await a.say("same")).result()
+        rb = await (await b.say("same")).result()
+        assert ra.text == rb.text
+        other = await (await a.regenerate(params={"seed": 6})).result()
+        assert other.text != ra.text and other.tid != ra.tid
+        snap = (await c.attach(a.sid)).snapshot
+        assert [t["tid"] for t in snap["turns"]] == [other.tid]  # the head moved to the new alternative
+        await a.rollback(0)
+        assert a.state["turns"] == 0
+
+
+async def test_say_while_running_is_refused_then_interrupt_cancels(start_server):
+    srv = start_server("--engine", "scripted", "--scripted-rate", "20")
+    async with Client(srv.url) as c:
+        s = await c.open_session()
+        first = await s.say("long one")
+        with pytest.raises(RtClientError) as info:
+            await s.say("me too")
+        assert info.value.code == "turn_running"
+        second = await s.say("stop, listen", interrupt=True)
+        r1 = await first.result()
+        assert r1.reason == "cancelled" and len(r1.text) < len(expected("long one")) + 12 * 8
+        r2 = await second.result()
+        assert r2.reason == "stop" and r2.text.startswith(expected("stop, listen"))
+
+
+def metric(srv, name: str) -> float:
+    body = urllib.request.urlopen(f"{srv.http}/metrics").read().decode()
+    return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith(name))
+
+
+async def test_cancel_stops_generation(start_server):
+    srv = start_server("--engine", "scripted", "--scripted-rate", "20")
+    r = await Raw.connect(srv.url)
+    await r.open()
+    await r.send({"t": "say", "text": "x", "params": {"max_tokens": 200}})
+    await r.until("delta")
+    await r.send({"t": "cancel", "id": "c"})
+    end, _ = await r.until("turn.end")
+    assert end["reason"] == "cancelled" and end["usage"]["completion"] < 15
+    produced = end["usage"]["completion"]
+    # Another full turn takes 0.75 s; a generation that kept going would add tokens meanwhile.
+    await r.send({"t": "say", "text": "y"})
+    end2, _ = await r.until("turn.end")
+    assert metric(srv, "rtserver_engine_generated_tokens_total") == produced + end2["usage"]["completion"]
+    await r.send({"t": "cancel", "id": "again"})
+    err, _ = await r.until("error")
+    assert (err["code"], err["id"]) == ("no_turn", "again")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\xc1\xc1", "bad_frame"),
+        ({"t": "fly"}, "unknown_type"),
+        ({"t": "say", "text": 3, "id": 9}, "bad_field"),
+        ({"t": "say", "text": "hi"}, "no_session"),
+        ({"t": "session.resume", "sid": "nope", "ep": "x", "last_seq": 0}, "unknown_session"),
+        ({"t": "session.open", "sid": "nope"}, "unknown_session"),
+        ({"t": "session.open", "model": "gpt-9"}, "unknown_model"),
+        ({"t": "say", "sid": "nope", "text": "hi"}, "unknown_session"),
+        ({"t": "session.open", "persona": "x" * 20000}, "too_large"),
+    ],
+)
+async def test_bad_input_gets_an_error_and_the_connection_lives(scripted_server, frame, code):
+    r = await Raw.connect(scripted_server.url)
+    if isinstance(frame, bytes):
+        await r.ws.send(frame)
+    else:
+        await r.send(frame)
+    err = await r.recv()
+    assert err["t"] == "error" and err["code"] == code and err["msg"]
+    if isinstance(frame, dict) and "id" in frame:
+        assert err["id"] == frame["id"]
+    await r.send({"t": "ping", "id": "alive"})
+    assert await r.recv() == {"t": "pong", "id": "alive"}
+
+
+async def test_frames_before_hello_and_text_in_binary_protocol(scripted_server):
+    r = await Raw.connect(scripted_server.url, hello=False)
+    await r.send({"t": "session.open"})
+    assert (await r.recv())["code"] == "not_ready"
+    await r.ws.send('{"t": "hello"}')  # text frame on the msgpack subprotocol
+    assert (await r.recv())["code"] == "bad_frame"
+
+
+async def test_oversized_frame_is_closed_with_1009(scripted_server):
+    r = await Raw.connect(scripted_server.url)
+    await r.send({"t": "say", "text": "x" * 70000})
+    with pytest.raises(websockets.ConnectionClosed):
+        await r.recv()
+    assert r.ws.close_code == 1009
+
+
+async def test_unsupported_subprotocol_is_refused_at_the_handshake(scripted_server):
+    with pytest.raises(websockets.InvalidStatus) as info:
+        await websockets.connect(scripted_server.url, subprotocols=["rt.v9.xml"])
+    assert info.value.response.status_code == 400
+
+
+async def test_flood_of_malformed_frames_is_closed_with_1008(scripted_server):
+    r = await Raw.connect(scripted_server.url)
+    with contextlib.suppress(websockets.ConnectionClosed):
+        for _ in range(40):
+            await r.ws.send(b"\xc1")
+    codes = set()
+    with contextlib.suppress(websockets.ConnectionClosed):
+        while True:
+            codes.add((await r.recv())["code"])
+    assert codes == {"bad_frame"} and r.ws.close_code == 1008
+
+
+async def test_http_endpoints(scripted_server):
+    assert urllib.request.urlopen(f"{scripted_server.http}/healthz").read() == b"ok\n"
+    assert urllib.request.urlopen(f"{scripted_server.http}/readyz").read() == b"ready\n"
+    body = urllib.request.urlopen(f"{scripted_server.http}/metrics").read().decode()
+    for name in (
+        "rtserver_connections",
+        "rtserver_time_to_first_token_seconds",
+        "rtserver_inter_token_seconds",
+        "rtserver_errors_total",
+        "rtserver_turns_total",
+        "rtserver_engine_generated_tokens_total",
+    ):
+        assert name in body
+
+
+async def test_reconnect_resume_loses_and_repeats_nothing(start_server):
+    """Drop the socket at random points, many times; the caller sees every reply exactly as a clean run does."""
+    srv = start_server("--engine", "scripted", "--scripted-rate", "400", "--scripted-words", "40")
+    rng = random.Random(7)
+    lines = [f"line {i}" for i in range(12)]
+    async with Client(srv.url, reconnect=False) as clean:
+        ref = await clean.open_session(params={"seed": 3})
+        want = [(await (await ref.say(line)).result()).text for line in lines]
+    async with Client(srv.url, backoff=FAST) as c:
+        s = await c.open_session(params={"seed": 3})
+        drops = 0
+        for line, text in zip(lines, want, strict=True):
+            turn = await s.say(line)
+            cut_at = {rng.randrange(1, 40) for _ in range(2)}
+            got = []
+            async for piece in turn:
+                got.append(piece)
+                if len(got) in cut_at:
+                    c.ws.transport.abort()  # a network drop, not a clean close
+                    drops += 1
+            r = await turn.result()
+            assert "".join(got) == text == r.text
+        assert c.reconnects == drops > 10
+
+
+async def test_resume_within_grace_continues_the_running_turn(start_server):
+    srv = start_server("--engine", "scripted", "--scripted-rate", "40")
+    r = await Raw.connect(srv.url)
+    sess = await r.open()
+    await r.send({"t": "say", "text": "hi"})
+    _, seen = await r.until("delta")
+    last = seen[-1]["seq"]
+    r.ws.transport.abort()
+    r2 = await Raw.connect(srv.url)
+    await r2.send({"t": "session.resume", "id": 1, "sid": sess["sid"], "ep": sess["ep"], "last_seq": last})
+    reply = await r2.recv()
+    assert reply["t"] == "session" and reply["recovered"] is True
+    end, frames = await r2.until("turn.end")
+    seqs = [f["seq"] for f in frames]
+    assert seqs == list(range(last + 1, end["seq"] + 1))  # every frame after last_seq, in order, once
+    assert end["reason"] == "stop"
+
+
+async def test_turn_abandoned_past_grace_ends_cancelled(start_server):
+    srv = start_server("--engine", "scripted", "--scripted-rate", "10", "--resume-grace", "0.2")
+    r = await Raw.connect(srv.url)
+    sess = await r.open()
+    await r.send({"t": "say", "text": "hi", "params": {"max_tokens": 100}})
+    await r.until("delta")
+    r.ws.transport.abort()
+    await asyncio.to_thread(srv.wait_event, "turn_abandoned", sid=sess["sid"])
+    end = await asyncio.to_thread(srv.wait_event, "turn", sid=sess["sid"])
+    assert end["reason"] == "cancelled"
+    watcher = await Raw.connect(srv.url)
+    snap = await watcher.open(sid=sess["sid"])
+    last = snap["snap"]["turns"][-1]
+    assert last["reason"] == "cancelled" and 0 < last["usage"]["completion"] < 15
+    assert snap["state"]["running"] is None
+
+
+async def test_resume_beyond_the_log_gets_a_snapshot(start_server):
+    srv = start_server("--engine", "scripted", "--scripted-rate", "0", env={"RTSERVER_FRAME_LOG": "8"})
+    r = await Raw.connect(srv.url)
+    sess = await r.open()
+    await r.send({"t": "say", "text": "hi"})
+    end, _ = await r.until("turn.end")
+    await r.send({"t": "session.resume", "id": 2, "sid": sess["sid"], "ep": sess["ep"], "last_seq": 1})
+    reply = await r.recv()
+    assert (reply["recovered"], reply["why"]) == (False, "gap_too_old")
+    assert reply["snap"]["turns"][0]["reply"].startswith(expected("hi"))
+    assert reply["seq"] == end["seq"]
+
+
+async def test_slow_reader_is_cut_off_and_memory_stays_bounded(start_server):
+    srv = start_server(
+        "--engine",
+        "scripted",
+        "--scripted-rate",
+        "0",
+        "--scripted-words",
+        "400000",
+        env={"RTSERVER_SEND_QUEUE": "256", "RTSERVER_MAX_TOKENS": "400000"},
+    )
+    rss0 = rss_kib(srv.proc.pid)
+    r = await Raw.connect(srv.url, max_queue=4)
+    await r.open()
+    await r.send({"t": "say", "text": "flood", "params": {"max_tokens": 400000}})
+    # Never read: the server's queue for us fills and it cuts us off instead of buffering.
+    closed = await wait_closed(r)
+    assert closed == 4008
+    other = await Raw.connect(srv.url)
+    await other.send({"t": "ping", "id": 1})
+    assert (await other.recv())["t"] == "pong"
+    assert rss_kib(srv.proc.pid) - rss0 < 64 * 1024
+
+
+async def wait_closed(r: Raw) -> int | None:
+    await r.ws.wait_closed()
+    return r.ws.close_code
+
+
+def rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+
+
+async def test_restart_keeps_sessions_and_resume_says_epoch_changed(start_server, tmp_path):
+    import signal
+
+    srv = start_server("--engine", "scripted", "--scripted-rate", "0")
+    async with Client(srv.url, reconnect=False) as c:
+        s = await c.open_session(persona="P")
+        texts = [(await (await s.say(f"t{i}")).result()).text for i in range(3)]
+        ep, last = s.tracker.epoch, s.tracker.last_seq
+    assert srv.signal(signal.SIGTERM) == 0
+    srv2 = start_server("--engine", "scripted", "--scripted-rate", "0", data_dir=srv.data_dir)
+    r = await Raw.connect(srv2.url)
+    await r.send({"t": "session.resume", "id": 1, "sid": s.sid, "ep": ep, "last_seq": last})
+    reply = await r.recv()
+    assert (reply["recovered"], reply["why"]) == (False, "epoch_changed")
+    assert [t["reply"] for t in reply["snap"]["turns"]] == texts
+    assert reply["state"]["persona"] == "P"
+
+
+async def test_kill_9_loses_no_completed_turn(start_server):
+    import signal
+
+    srv = start_server("--engine", "scripted", "--scripted-rate", "0")
+    done: dict[str, list[str]] = {}
+    async with Client(srv.url, reconnect=False) as c:
+        sessions = [await c.open_session() for _ in range(4)]
+
+        async def talk(s):
+            done[s.sid] = []
+            for i in range(5):
+                done[s.sid].append((await (await s.say(f"{s.sid[:4]} {i}")).result()).text)
+
+        await asyncio.gather(*(talk(s) for s in sessions))
+    srv.proc.send_signal(signal.SIGKILL)
+    srv.proc.wait()
+    srv2 = start_server("--engine", "scripted", "--scripted-rate", "0", data_dir=srv.data_dir)
+    async with Client(srv2.url) as c2:
+        for sid, texts in done.items():
+            snap = (await c2.attach(sid)).snapshot
+            assert [t["reply"] for t in snap["turns"]] == texts
+
+
+async def test_sigterm_drains_running_turns_then_closes_1012(start_server):
+    import signal
+
+    srv = start_server("--engine", "scripted", "--scripted-rate", "20")
+    r = await Raw.connect(srv.url)
+    await r.open()
+    await r.send({"t": "say", "text": "finish me"})
+    await r.until("delta")
+    srv.proc.send_signal(signal.SIGTERM)
+    end, _ = await r.until("turn.end")
+    assert end["reason"] == "stop" and end["usage"]["completion"] == 15
+    assert await wait_closed(r) == 1012
+    assert srv.proc.wait(timeout=30) == 0
+
+
+async def test_several_clients_share_a_session(scripted_server):
+    async with Client(scripted_server.url) as a, Client(scripted_server.url) as b:
+        s = await a.open_session()
+        watcher = await b.attach(s.sid)
+        turn = await s.say("together")
+        r = await turn.result()
+        for _ in range(100):  # b sees the same turn through its own socket
+            if watcher.state.get("running") is None and watcher.tracker.last_seq >= s.tracker.last_seq:
+                break
+            await b.ping()
+        assert watcher.tracker.last_seq == s.tracker.last_seq
+        assert r.reason == "stop"
+
+
+async def test_update_and_close(scripted_server):
+    async with Client(scripted_server.url) as c:
+        s = await c.open_session(persona="old")
+        await s.update(persona="new", params={"max_tokens": 3})
+        assert s.state["persona"] == "new" and s.state["params"]["max_tokens"] == 3
+        r = await (await s.say("x")).result()
+        assert r.reason == "length" and r.usage["completion"] == 3
+        await s.close()
+        with pytest.raises(RtClientError) as info:
+            await c.attach(s.sid)
+        assert info.value.code == "unknown_session"
