@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import urllib.request
 from typing import Any
 
 import websockets
 from rtprotocol import SUBPROTOCOL_MSGPACK, Codec
 from websockets.asyncio.client import ClientConnection
+
+HANG = 60.0
+
+
+async def http_get(url: str) -> bytes:
+    def get() -> bytes:
+        with urllib.request.urlopen(url, timeout=HANG) as r:
+            return r.read()  # type: ignore[no-any-return]
+
+    return await asyncio.to_thread(get)
 
 
 class Raw:
@@ -29,14 +40,16 @@ class Raw:
     async def send(self, frame: dict[str, Any]) -> None:
         await self.ws.send(self.codec.encode(frame))
 
-    async def recv(self, timeout: float = 30) -> dict[str, Any]:
-        return self.codec.decode(await asyncio.wait_for(self.ws.recv(), timeout))  # type: ignore[no-any-return]
+    async def recv(self) -> dict[str, Any]:
+        # A bound against hangs, never a synchronisation: a healthy server answers in milliseconds.
+        async with asyncio.timeout(HANG):
+            return self.codec.decode(await self.ws.recv())  # type: ignore[no-any-return]
 
-    async def until(self, kind: str, timeout: float = 30) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    async def until(self, kind: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """Frames up to and including the first of type ``kind``."""
         seen = []
         while True:
-            f = await self.recv(timeout)
+            f = await self.recv()
             seen.append(f)
             if f["t"] == kind:
                 return f, seen

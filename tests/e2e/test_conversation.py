@@ -5,14 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import urllib.request
 
 import pytest
 import websockets
 from rtclient import Backoff, Client, RtClientError
 from rtprotocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 
-from ..helpers import Raw
+from ..helpers import Raw, http_get
 
 FAST = Backoff(base=0.01, cap=0.05)
 
@@ -73,8 +72,8 @@ async def test_say_while_running_is_refused_then_interrupt_cancels(start_server)
         assert r2.reason == "stop" and r2.text.startswith(expected("stop, listen"))
 
 
-def metric(srv, name: str) -> float:
-    body = urllib.request.urlopen(f"{srv.http}/metrics").read().decode()
+async def metric(srv, name: str) -> float:
+    body = (await http_get(f"{srv.http}/metrics")).decode()
     return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith(name))
 
 
@@ -91,7 +90,7 @@ async def test_cancel_stops_generation(start_server):
     # Another full turn takes 0.75 s; a generation that kept going would add tokens meanwhile.
     await r.send({"t": "say", "text": "y"})
     end2, _ = await r.until("turn.end")
-    assert metric(srv, "rtserver_engine_generated_tokens_total") == produced + end2["usage"]["completion"]
+    assert await metric(srv, "rtserver_engine_generated_tokens_total") == produced + end2["usage"]["completion"]
     await r.send({"t": "cancel", "id": "again"})
     err, _ = await r.until("error")
     assert (err["code"], err["id"]) == ("no_turn", "again")
@@ -160,9 +159,9 @@ async def test_flood_of_malformed_frames_is_closed_with_1008(scripted_server):
 
 
 async def test_http_endpoints(scripted_server):
-    assert urllib.request.urlopen(f"{scripted_server.http}/healthz").read() == b"ok\n"
-    assert urllib.request.urlopen(f"{scripted_server.http}/readyz").read() == b"ready\n"
-    body = urllib.request.urlopen(f"{scripted_server.http}/metrics").read().decode()
+    assert await http_get(f"{scripted_server.http}/healthz") == b"ok\n"
+    assert await http_get(f"{scripted_server.http}/readyz") == b"ready\n"
+    body = (await http_get(f"{scripted_server.http}/metrics")).decode()
     for name in (
         "rtserver_connections",
         "rtserver_time_to_first_token_seconds",
