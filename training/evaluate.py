@@ -133,10 +133,20 @@ def main() -> None:
     prompts = heldout_prompts(a.prompts)
     for model in a.model or [Path("rtserver/models/rtserver-tiny-q8_0.gguf")]:
         rate, tps, bad = asyncio.run(replies(model, prompts))
-        print(json.dumps({"model": model.name, "size_mb": round(model.stat().st_size / 1e6, 2),
-                          "perplexity": round(perplexity(model, text), 4), "well_formed": round(rate, 4),
-                          "prompts": len(prompts), "tokens_per_s": round(tps, 1),
-                          "tokenizer_agrees": tokenizer_agreement(model, a.tokenizer, text), "bad_examples": bad[:5]}))
+        print(
+            json.dumps(
+                {
+                    "model": model.name,
+                    "size_mb": round(model.stat().st_size / 1e6, 2),
+                    "perplexity": round(perplexity(model, text), 4),
+                    "well_formed": round(rate, 4),
+                    "prompts": len(prompts),
+                    "tokens_per_s": round(tps, 1),
+                    "tokenizer_agrees": tokenizer_agreement(model, a.tokenizer, text),
+                    "bad_examples": bad[:5],
+                }
+            )
+        )
 
 
 if __name__ == "__main__":

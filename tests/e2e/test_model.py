@@ -7,7 +7,7 @@ import asyncio
 import pytest
 from rtclient import Client
 
-from training.evaluate import heldout_prompts, heldout_text, is_well_formed
+from training.evaluate import heldout_prompts, heldout_text
 
 from ..conftest import ROOT
 from ..helpers import http_get
@@ -66,8 +66,9 @@ async def test_cancel_stops_the_real_engine_within_a_step(bundled_model):
     engine = LlamaEngine(bundled_model, n_ctx=1024, slots=2)
     await engine.start()
     try:
-        req = Request("s", [Message("system", PERSONA), Message("user", "Tell me a story.")], temperature=0,
-                      max_tokens=200)
+        req = Request(
+            "s", [Message("system", PERSONA), Message("user", "Tell me a story.")], temperature=0, max_tokens=200
+        )
         seen, finish = 0, None
         async for ev in engine.generate(req):
             if isinstance(ev, Token):
