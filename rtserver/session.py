@@ -15,7 +15,7 @@ import time
 from typing import Any, Protocol
 
 import structlog
-from rtprotocol import Codec, FrameLog
+from rtprotocol import Codec, FrameLog, decode_msgpack, encode_json, encode_msgpack
 from rtprotocol import frames as F
 
 from .engine.base import Finish, Request, Token
@@ -28,19 +28,22 @@ log = structlog.get_logger("rtserver.session")
 
 
 class Outgoing:
-    """A frame as queued to clients: encoded at most once per subprotocol, however many clients receive it."""
+    """A frame as queued to clients and kept in the frame log: encoded to msgpack once, however many clients
+    receive it, and held only as those bytes (the log is most of an idle session's memory). A ``rt.v1.json``
+    client, for debugging, gets a JSON rendering made from them on first use."""
 
-    __slots__ = ("frame", "_enc")
+    __slots__ = ("data", "_json")
 
     def __init__(self, frame: F.Frame) -> None:
-        self.frame = frame
-        self._enc: dict[str, bytes | str] = {}
+        self.data = encode_msgpack(frame)
+        self._json: str | None = None
 
     def encoded(self, codec: Codec) -> bytes | str:
-        data = self._enc.get(codec.subprotocol)
-        if data is None:
-            data = self._enc[codec.subprotocol] = codec.encode(self.frame)
-        return data
+        if codec.binary:
+            return self.data
+        if self._json is None:
+            self._json = encode_json(decode_msgpack(self.data))
+        return self._json
 
 
 class Subscriber(Protocol):

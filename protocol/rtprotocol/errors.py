@@ -39,9 +39,7 @@ CLOSE_TOO_BIG: Final = 1009
 CLOSE_INTERNAL: Final = 1011
 CLOSE_RESTART: Final = 1012
 CLOSE_SLOW_CONSUMER: Final = 4008  # the client did not read its frames; the send queue overflowed
-CLOSE_HEARTBEAT: Final = 4009  # no pong within the heartbeat timeout
 CLOSE_HELLO_TIMEOUT: Final = 4010  # no `hello` within the handshake timeout
-CLOSE_BAD_SUBPROTOCOL: Final = 4011  # no supported subprotocol offered and none defaulted
 
 CLOSE_CODES: Final[dict[int, str]] = {
     CLOSE_NORMAL: "Normal closure.",
@@ -49,12 +47,10 @@ CLOSE_CODES: Final[dict[int, str]] = {
     CLOSE_PROTOCOL_ERROR: "WebSocket protocol violation.",
     CLOSE_POLICY: "Policy violation: too many malformed frames.",
     CLOSE_TOO_BIG: "A frame exceeded the maximum message size.",
-    CLOSE_INTERNAL: "Internal server error.",
+    CLOSE_INTERNAL: "Internal error, or no pong within the heartbeat timeout (a dead peer). Reconnect and resume.",
     CLOSE_RESTART: "Server restart: reconnect with backoff and `session.resume`.",
     CLOSE_SLOW_CONSUMER: "The client did not read its frames fast enough; reconnect and resume.",
-    CLOSE_HEARTBEAT: "No pong in time; reconnect and resume.",
-    CLOSE_HELLO_TIMEOUT: "No `hello` in time.",
-    CLOSE_BAD_SUBPROTOCOL: "Unsupported subprotocol.",
+    CLOSE_HELLO_TIMEOUT: "No `hello` within the hello timeout (10 s by default).",
 }
 
 
