@@ -29,13 +29,22 @@ class _EngineCollector(Collector):
         yield from fams.values()
 
 
+class _FramesCollector(Collector):
+    def __init__(self, count: Callable[[], int]) -> None:
+        self._count = count
+
+    def collect(self) -> Iterable[Any]:
+        fam = CounterMetricFamily("rtserver_frames_sent", "frames sent to clients")
+        fam.add_metric([], self._count())
+        yield fam
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.connections = Gauge("rtserver_connections", "open WebSocket connections", registry=r)
         self.sessions = Gauge("rtserver_sessions", "sessions held by this node", registry=r)
         self.turns = Counter("rtserver_turns", "turns ended, by finish reason", ["model", "reason"], registry=r)
-        self.frames = Counter("rtserver_frames_sent", "frames queued to clients", registry=r)
         self.errors = Counter("rtserver_errors", "error frames sent, by code", ["code"], registry=r)
         self.ttft = Histogram(
             "rtserver_time_to_first_token_seconds", "turn start to first token", ["model"], buckets=_LATENCY, registry=r
@@ -43,6 +52,10 @@ class Metrics:
         self.gap = Histogram(
             "rtserver_inter_token_seconds", "gap between tokens of one turn", ["model"], buckets=_LATENCY, registry=r
         )
+
+    def watch_frames(self, count: Callable[[], int]) -> None:
+        """Frames sent are counted in plain ints on the hot path and read here on scrape."""
+        self.registry.register(_FramesCollector(count))
 
     def watch_engines(self, stats: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.registry.register(_EngineCollector(stats))

@@ -27,7 +27,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from . import __version__
-from .connection import Connection
+from .connection import CLOSE_TIMEOUT, Connection
 from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
 from .metrics import Metrics
@@ -42,7 +42,8 @@ log = structlog.get_logger("rtserver")
 def make_engines(settings: Settings) -> dict[str, Engine]:
     if settings.engine == "scripted":
         return {
-            name: ScriptedEngine(settings.scripted_rate, settings.scripted_words) for name in settings.model_paths()
+            name: ScriptedEngine(settings.scripted_rate, settings.scripted_words, settings.scripted_stamp)
+            for name in settings.model_paths()
         }
     from .engine.llama import LlamaEngine
 
@@ -72,6 +73,8 @@ class Server:
             max_text=settings.max_text,
         )
         self.connections: set[Connection] = set()
+        self.frames_closed = 0  # frames sent by connections already gone; live ones are summed on scrape
+        self.metrics.watch_frames(lambda: self.frames_closed + sum(c.sent for c in self.connections))
         self.ready = False
         self.draining = False
         self._stop = asyncio.Event()
@@ -138,6 +141,7 @@ class Server:
         finally:
             self.connections.discard(conn)
             self.metrics.connections.dec()
+            self.frames_closed += conn.sent
             log.info(
                 "connection",
                 peer=str(ws.remote_address[0]) if ws.remote_address else None,
@@ -176,7 +180,7 @@ class Server:
             max_size=s.max_frame_bytes,
             ping_interval=s.heartbeat or None,
             ping_timeout=s.heartbeat or None,
-            close_timeout=2,
+            close_timeout=CLOSE_TIMEOUT,
             ssl=tls,
             server_header=f"rtserver/{__version__}",
         ) as server:

@@ -26,6 +26,7 @@ class Settings:
     engine: str = "llama"  # llama | scripted (scripted: protocol and load tests)
     scripted_rate: float = 20.0  # tokens/s per turn of the scripted engine; 0 = as fast as possible
     scripted_words: int = 12
+    scripted_stamp: bool = False  # benchmarks: each token is the engine's time.monotonic() when it was produced
     n_ctx: int = 2048  # context per session sequence
     slots: int = 8  # sessions whose KV stays in the context at once
     threads: int = 0  # llama.cpp threads; 0 = all cores

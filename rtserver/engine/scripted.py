@@ -1,7 +1,9 @@
 """A scripted engine for protocol, transport and load tests: deterministic words at a fixed rate.
 
 The reply to a user line is ``"You said: <text>."`` followed by ``words`` pseudo-random words drawn from
-the seed and the prompt, emitted one token at a time at ``rate`` tokens/s (0: as fast as possible).
+the seed and the prompt, emitted one token at a time at ``rate`` tokens/s (0: as fast as possible). With
+``stamp``, each token is instead the engine's ``time.monotonic()`` when it produced it, so a benchmark client on
+the same machine can measure delivery latency from engine to client.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ import asyncio
 import hashlib
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 from .base import Event, Finish, FinishReason, Request, Token
 from .prompt import StopMatcher
@@ -42,8 +44,8 @@ WORDS = (
 class ScriptedEngine:
     name = "scripted"
 
-    def __init__(self, rate: float = 20.0, words: int = 12) -> None:
-        self.rate, self.words = rate, words
+    def __init__(self, rate: float = 20.0, words: int = 12, stamp: bool = False) -> None:
+        self.rate, self.words, self.stamp = rate, words, stamp
         self.generated_tokens = 0
         self.turns = 0
 
@@ -61,12 +63,14 @@ class ScriptedEngine:
             "reused_tokens": 0,
         }
 
-    def _script(self, request: Request) -> list[str]:
+    def _script(self, request: Request) -> Iterator[str]:
         user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         digest = hashlib.sha256(repr((request.seed, [m.content for m in request.messages])).encode()).digest()
         rng = random.Random(digest if request.seed is None else (request.seed, user).__repr__())
-        first = [] if request.continue_last else ["You", " said:", f" {user}."]
-        return first + [" " + rng.choice(WORDS) for _ in range(self.words)]
+        if not request.continue_last:
+            yield from ("You", " said:", f" {user}.")
+        for _ in range(self.words):
+            yield " " + rng.choice(WORDS)
 
     async def generate(self, request: Request) -> AsyncIterator[Event]:
         self.turns += 1
@@ -90,7 +94,7 @@ class ScriptedEngine:
                     break
             produced += 1
             self.generated_tokens += 1
-            text, hit = stop.feed(piece)
+            text, hit = stop.feed(f" {time.monotonic():.6f}" if self.stamp else piece)
             if text:
                 yield Token(text)
             if hit:
