@@ -254,7 +254,7 @@ async def test_slow_reader_is_cut_off_and_memory_stays_bounded(start_server):
         "0",
         "--scripted-words",
         "400000",
-        env={"RTSERVER_SEND_QUEUE": "256", "RTSERVER_MAX_TOKENS": "400000"},
+        env={"RTSERVER_SEND_QUEUE": "256", "RTSERVER_MAX_TOKENS": "400000", "RTSERVER_HEARTBEAT": "0"},
     )
     rss0 = rss_kib(srv.proc.pid)
     r = await Raw.connect(srv.url, max_queue=4)
