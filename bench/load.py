@@ -40,6 +40,7 @@ class Stats:
     window: tuple[float, float] = (0.0, float("inf"))
     connect: list[float] = field(default_factory=list)
     ttft: list[float] = field(default_factory=list)
+    ttft_by_turn: dict[int, list[float]] = field(default_factory=dict)
     gap: list[float] = field(default_factory=list)
     turn: list[float] = field(default_factory=list)
     delivery: list[float] = field(default_factory=list)
@@ -89,6 +90,7 @@ async def session(url: str, a: argparse.Namespace, stats: Stats, rng: random.Ran
                         stats.frames += 1
                         if first is None:
                             stats.ttft.append((now - sent) * 1000)
+                            stats.ttft_by_turn.setdefault(turn, []).append((now - sent) * 1000)
                         else:
                             stats.gap.append((now - last) * 1000)  # type: ignore[operator]
                         if a.stamped:
@@ -140,6 +142,8 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         "gap_ms": summary(stats.gap),
         "turn_ms": summary(stats.turn),
         "errors": stats.errors,
+        "ttft_ms_by_turn": {i: summary(v) for i, v in sorted(stats.ttft_by_turn.items())},
+        "ttft_ms_warm": summary([x for i, v in stats.ttft_by_turn.items() if i > 0 for x in v]),
     }
     if a.stamped:
         out["delivery_ms"] = summary(stats.delivery)

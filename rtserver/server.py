@@ -49,7 +49,12 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
 
     return {
         name: LlamaEngine(
-            path, n_ctx=settings.n_ctx, slots=settings.slots, n_threads=settings.threads or None, name=name
+            path,
+            n_ctx=settings.n_ctx,
+            slots=settings.slots,
+            n_threads=settings.threads or None,
+            flash_attn=settings.flash_attn,
+            name=name,
         )
         for name, path in settings.model_paths().items()
     }

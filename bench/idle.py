@@ -1,0 +1,120 @@
+"""Idle sessions per process: N connections that each sent `hello` and `session.open` and finished one turn,
+then stay open with default heartbeats. Reports the server's RSS growth per session, beside a bare `websockets`
+server holding the same number of idle connections, measured in the same run.
+
+    python -m bench.idle --sessions 10000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from .common import free_port, pinned, rss_kib, start_rtserver, stop, write_json
+
+
+async def hold(url: str, n: int, protocol: bool) -> None:
+    import websockets
+    from rtprotocol import Codec
+
+    codec = Codec("rt.v1.msgpack")
+    conns = []
+    sem = asyncio.Semaphore(64)
+
+    async def one() -> None:
+        async with sem:
+            ws = await websockets.connect(
+                url,
+                subprotocols=["rt.v1.msgpack"] if protocol else None,  # type: ignore[list-item]
+                compression=None,
+                open_timeout=120,
+                max_size=None,
+            )
+            conns.append(ws)
+            if protocol:
+                await ws.send(codec.encode({"t": "hello"}))
+                await ws.recv()
+                await ws.send(codec.encode({"t": "session.open", "params": {"max_tokens": 8}}))
+                await ws.recv()
+                await ws.send(codec.encode({"t": "say", "text": "hi"}))
+                while codec.decode(await ws.recv())["t"] != "turn.end":
+                    pass
+
+    await asyncio.gather(*(one() for _ in range(n)))
+    print("ready", flush=True)
+    await asyncio.to_thread(sys.stdin.readline)
+    for ws in conns:
+        ws.transport.abort()
+
+
+def measure(url: str, pid: int, n: int, protocol: bool, cpus: str) -> dict[str, object]:
+    base = rss_kib(pid)
+    client = subprocess.Popen(
+        pinned(
+            [sys.executable, "-m", "bench.idle", "--client", url, "--sessions", str(n)]
+            + ([] if protocol else ["--bare"]),
+            cpus,
+        ),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdout is not None and client.stdin is not None
+    line = client.stdout.readline()
+    assert line.strip() == "ready", line
+    held = rss_kib(pid)
+    client.stdin.write("\n")
+    client.stdin.flush()
+    client.wait()
+    return {"sessions": n, "rss_base_kib": base, "rss_held_kib": held, "kib_per_session": round((held - base) / n, 2)}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sessions", type=int, default=10000)
+    p.add_argument("--runs", type=int, default=1)
+    p.add_argument("--server-cpus", default="0")
+    p.add_argument("--client-cpus", default="1")
+    p.add_argument("--client", help=argparse.SUPPRESS)
+    p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    a = p.parse_args()
+    if a.client:
+        import uvloop
+
+        uvloop.run(hold(a.client, a.sessions, not a.bare))
+        return
+    out: dict[str, list[dict[str, object]]] = {"rtserver": [], "bare_websockets": []}
+    for _ in range(a.runs):
+        with tempfile.TemporaryDirectory() as tmp:
+            proc, url = start_rtserver(["--engine", "scripted", "--scripted-rate", "0"], a.server_cpus, Path(tmp))
+            try:
+                out["rtserver"].append(measure(url, proc.pid, a.sessions, True, a.client_cpus))
+            finally:
+                stop(proc)
+        port = free_port()
+        bare = subprocess.Popen(
+            pinned([sys.executable, "-m", "bench.bare_server", "--port", str(port)], a.server_cpus),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert bare.stdout is not None
+        bare.stdout.readline()
+        try:
+            out["bare_websockets"].append(
+                measure(f"ws://127.0.0.1:{port}/", bare.pid, a.sessions, False, a.client_cpus)
+            )
+        finally:
+            bare.terminate()
+            bare.wait()
+    path = write_json(f"idle-{a.sessions}", {"params": vars(a), **out})
+    print(json.dumps(out, indent=1))
+    print(f"wrote {path}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
