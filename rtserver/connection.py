@@ -13,7 +13,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import structlog
-from rtprotocol import Codec, ProtocolError, validate_client_frame
+from rtprotocol import Codec, ProtocolError, decode_msgpack, encode_json, encode_msgpack, validate_client_frame
 from rtprotocol import errors as E
 from rtprotocol import frames as F
 from websockets.asyncio.server import ServerConnection
@@ -21,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .errors import ClientError, to_error_frame
-from .session import Outgoing, Session
+from .session import Session
 
 if TYPE_CHECKING:
     from .server import Server
@@ -36,7 +36,8 @@ class Connection:
     def __init__(self, ws: ServerConnection, server: Server) -> None:
         self.ws, self.server = ws, server
         self.codec = Codec(ws.subprotocol or F.SUBPROTOCOL_MSGPACK)
-        self.queue: deque[Outgoing] = deque()
+        self.binary = self.codec.binary
+        self.queue: deque[bytes] = deque()  # msgpack frames
         self.max_queue = server.settings.send_queue
         self._wake = asyncio.Event()
         self.sessions: dict[str, Session] = {}
@@ -51,19 +52,19 @@ class Connection:
 
     # --- sending ----------------------------------------------------------------------------------------------
 
-    def push(self, out: Outgoing) -> None:
+    def push(self, data: bytes) -> None:
         if self.closing:
             return
-        if not self.queue and not self._writing and self._write_now(out):
+        if not self.queue and not self._writing and self._write_now(data):
             return
         if len(self.queue) >= self.max_queue:
             self.queue.clear()
             self.close(E.CLOSE_SLOW_CONSUMER, "send queue full: read your frames")
             return
-        self.queue.append(out)
+        self.queue.append(data)
         self._wake.set()
 
-    def _write_now(self, out: Outgoing) -> bool:
+    def _write_now(self, data: bytes) -> bool:
         """The fast path: nothing is queued and the socket's buffer is below its high-water mark, so write the
         frame now instead of waking the writer task. This halves the event-loop work per frame (measured in
         docs/benchmarks.md). It uses websockets' sans-I/O ``protocol`` and its ``send_data`` flush, the two steps
@@ -71,11 +72,10 @@ class Connection:
         ws = self.ws
         if ws.protocol.state is not State.OPEN or ws.transport.get_write_buffer_size() > ws.write_limit_high:
             return False
-        data = out.encoded(self.codec)
-        if isinstance(data, bytes):
+        if self.binary:
             ws.protocol.send_binary(data)
         else:
-            ws.protocol.send_text(data.encode())
+            ws.protocol.send_text(self._as_json(data).encode())
         ws.send_data()
         self.sent += 1
         return True
@@ -83,22 +83,28 @@ class Connection:
     def send(self, frame: F.Frame) -> None:
         if frame["t"] == "error":
             self.server.metrics.errors.labels(frame["code"]).inc()
-        self.push(Outgoing(frame))
+        self.push(encode_msgpack(frame))
 
     async def _writer(self) -> None:
         """The slow path: frames that found the socket backed up, sent with websockets' flow control."""
-        ws, queue, codec = self.ws, self.queue, self.codec
+        ws, queue = self.ws, self.queue
         while True:
             await self._wake.wait()
             self._wake.clear()
             self._writing = True
             while queue:
-                await ws.send(queue.popleft().encoded(codec))
+                data = queue.popleft()
+                await ws.send(data if self.binary else self._as_json(data))
                 self.sent += 1
             self._writing = False
             if self._close_after is not None:
                 self.close(*self._close_after)
                 return
+
+    @staticmethod
+    def _as_json(data: bytes) -> str:
+        # rt.v1.json is for debugging and devtools: its frames are rendered from the msgpack bytes per client.
+        return encode_json(decode_msgpack(data))
 
     def _hello_due(self) -> None:
         if not self.hello:

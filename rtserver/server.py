@@ -8,6 +8,7 @@ reconnect and resume, flush the journal, exit.
 from __future__ import annotations
 
 import asyncio
+import gc
 import http
 import os
 import signal
@@ -167,6 +168,10 @@ class Server:
         log.info("models_ready", seconds=round(time.perf_counter() - t0, 2))
         await self.manager.load()
         log.info("sessions_loaded", sessions=len(self.manager.sessions), data_dir=s.data_dir)
+        # What exists now (modules, the model, loaded sessions) lives as long as the process: keep it out of
+        # the collector's full passes, which otherwise stall the loop for tens of ms on a large heap.
+        gc.collect()
+        gc.freeze()
         tls = None
         if s.tls_cert:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)

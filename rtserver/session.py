@@ -15,7 +15,7 @@ import time
 from typing import Any, Protocol
 
 import structlog
-from rtprotocol import Codec, FrameLog, decode_msgpack, encode_json, encode_msgpack
+from rtprotocol import FrameLog, encode_msgpack
 from rtprotocol import frames as F
 
 from .engine.base import Finish, Request, Token
@@ -27,27 +27,8 @@ from .store import SessionData, Store
 log = structlog.get_logger("rtserver.session")
 
 
-class Outgoing:
-    """A frame as queued to clients and kept in the frame log: encoded to msgpack once, however many clients
-    receive it, and held only as those bytes (the log is most of an idle session's memory). A ``rt.v1.json``
-    client, for debugging, gets a JSON rendering made from them on first use."""
-
-    __slots__ = ("data", "_json")
-
-    def __init__(self, frame: F.Frame) -> None:
-        self.data = encode_msgpack(frame)
-        self._json: str | None = None
-
-    def encoded(self, codec: Codec) -> bytes | str:
-        if codec.binary:
-            return self.data
-        if self._json is None:
-            self._json = encode_json(decode_msgpack(self.data))
-        return self._json
-
-
 class Subscriber(Protocol):
-    def push(self, out: Outgoing) -> None: ...
+    def push(self, data: bytes) -> None: ...
 
 
 class RunningTurn:
@@ -59,7 +40,7 @@ class RunningTurn:
 
 
 class Session:
-    def __init__(self, data: SessionData, log_: FrameLog[Outgoing]) -> None:
+    def __init__(self, data: SessionData, log_: FrameLog[bytes]) -> None:
         self.data = data
         self.log = log_
         self.subscribers: set[Subscriber] = set()
@@ -75,13 +56,13 @@ class Session:
         return self.data.history
 
     def emit(self, frame: F.Frame) -> None:
-        """Number the frame, keep it in the log and queue it to every attached connection."""
-        seq = self.log.next_seq()
-        frame["seq"] = seq
-        out = Outgoing(frame)
-        self.log.append(seq, out)
+        """Number the frame, encode it once (msgpack), keep it in the log and queue it to every attached
+        connection. Frames live on as bytes only: a JSON client's connection renders its own copy."""
+        frame["seq"] = self.log.last_seq + 1
+        data = encode_msgpack(frame)
+        self.log.append(data)
         for sub in tuple(self.subscribers):
-            sub.push(out)
+            sub.push(data)
 
     def state(self) -> dict[str, Any]:
         return {

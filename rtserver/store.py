@@ -39,7 +39,7 @@ class Store(Protocol):
     async def set_head(self, sid: str, head: int) -> None: ...
     async def update(self, sid: str, persona: str | None, params: dict[str, Any]) -> None: ...
     async def delete(self, sid: str) -> None: ...
-    def frame_log(self, sid: str) -> FrameLog[Any]: ...
+    def frame_log(self, sid: str) -> FrameLog[bytes]: ...
 
 
 def new_epoch() -> str:
@@ -81,7 +81,7 @@ class LocalStore:
     async def delete(self, sid: str) -> None:
         await self.journal.append({"op": "close", "sid": sid})
 
-    def frame_log(self, sid: str) -> FrameLog[Any]:
+    def frame_log(self, sid: str) -> FrameLog[bytes]:
         return FrameLog(new_epoch(), self.log_capacity)
 
 

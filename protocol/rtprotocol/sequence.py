@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Generic, Literal, TypeVar
 
 T = TypeVar("T")
@@ -26,24 +27,25 @@ class Resume(Generic[T]):
 
 
 class FrameLog(Generic[T]):
-    """A bounded log of one session's frames. ``next_seq()`` hands out numbers; ``append`` keeps the item."""
+    """A bounded log of one session's frames, numbered 1, 2, 3, … with no gaps. ``append`` numbers the item and
+    keeps it; the seq of each kept item follows from its position, so the log holds the items alone (for the
+    server, bytes: no per-entry objects for the garbage collector to walk)."""
 
     def __init__(self, epoch: str, capacity: int, last_seq: int = 0) -> None:
         self.epoch = epoch
         self.last_seq = last_seq
-        self._items: deque[tuple[int, T]] = deque(maxlen=capacity)
+        self._items: deque[T] = deque(maxlen=capacity)
 
-    def next_seq(self) -> int:
+    def append(self, item: T) -> int:
+        """Keep ``item`` as the next frame; return its seq."""
         self.last_seq += 1
+        self._items.append(item)
         return self.last_seq
-
-    def append(self, seq: int, item: T) -> None:
-        self._items.append((seq, item))
 
     @property
     def first_seq(self) -> int:
         """The oldest seq still held (``last_seq + 1`` when empty)."""
-        return self._items[0][0] if self._items else self.last_seq + 1
+        return self.last_seq - len(self._items) + 1
 
     def resume(self, epoch: str, last_seq: int) -> Resume[T]:
         if epoch != self.epoch:
@@ -52,7 +54,7 @@ class FrameLog(Generic[T]):
             return Resume(False, why="ahead")
         if last_seq + 1 < self.first_seq:
             return Resume(False, why="gap_too_old")
-        return Resume(True, [item for seq, item in self._items if seq > last_seq])
+        return Resume(True, list(islice(self._items, last_seq + 1 - self.first_seq, None)))
 
 
 class GapError(Exception):

@@ -4,9 +4,8 @@ from rtprotocol import FrameLog, GapError, SeqTracker
 
 def filled(n, capacity=5, epoch="e1"):
     log = FrameLog(epoch, capacity)
-    for _ in range(n):
-        seq = log.next_seq()
-        log.append(seq, f"f{seq}")
+    for i in range(1, n + 1):
+        assert log.append(f"f{i}") == i
     return log
 
 
