@@ -170,13 +170,25 @@ class Connection:
         if sid is None:
             raise ClientError("open or resume a session first, or name it in sid", code="no_session")
         s = self.sessions.get(sid)
-        if s is None:
-            # Known to the server but not attached here: attach implicitly, as session.open with sid would.
-            s = self.server.manager.get(sid)
-            self._attach(s)
+        if s is not None and self.server.manager.sessions.get(sid) is s:
+            return s
+        self.sessions.pop(sid, None)  # closed by another client meanwhile: forget it
+        # Known to the server but not attached here: attach implicitly, as session.open with sid would.
+        s = self.server.manager.get(sid)
+        self._attach(s)
         return s
 
+    def _check_room(self) -> None:
+        if len(self.sessions) >= self.server.settings.max_sessions_per_connection:
+            raise ClientError(
+                f"this connection already has {len(self.sessions)} sessions open; close one "
+                "(session.close) or use another connection",
+                code="too_many_sessions",
+            )
+
     def _attach(self, s: Session) -> None:
+        if s.sid not in self.sessions:
+            self._check_room()
         self.sessions[s.sid] = s
         self.default_sid = s.sid
         self.server.manager.attach(s, self)
@@ -201,6 +213,7 @@ class Connection:
             if frame.get("sid"):
                 s = m.get(frame["sid"])
             else:
+                self._check_room()
                 s = await m.create(frame.get("persona"), params, frame.get("model"))
             # The reply is queued before attaching, so no live frame can come before it.
             self.send(s.session_frame(frame_id=fid, snapshot=bool(frame.get("snapshot")) or bool(frame.get("sid"))))

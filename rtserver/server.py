@@ -93,6 +93,7 @@ class Server:
             "send_queue": s.send_queue,
             "frame_log": s.frame_log,
             "resume_grace_s": int(s.resume_grace),
+            "sessions_per_connection": s.max_sessions_per_connection,
         }
         return F.welcome(f"rtserver/{__version__}", self.node_id, limits, s.heartbeat, sorted(self.engines))
 

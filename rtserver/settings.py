@@ -36,6 +36,7 @@ class Settings:
     send_queue: int = 4096  # frames queued per connection before a slow reader is cut off (4008)
     max_frame_bytes: int = 65536  # larger frames are closed with 1009
     max_text: int = 16384  # characters in say.text and persona
+    max_sessions_per_connection: int = 64
     heartbeat: float = 20.0  # seconds between pings; a peer silent for as long again is closed
     hello_timeout: float = 10.0
     resume_grace: float = 10.0  # a turn whose clients all left keeps running this long for a resume
@@ -127,7 +128,7 @@ def _validate(s: Settings) -> None:
     need(s.slots >= 1, "slots must be at least 1")
     need(s.flash_attn in ("off", "on", "auto"), f"flash_attn must be off, on or auto, got {s.flash_attn!r}")
     need(s.n_ctx >= 128, "n_ctx must be at least 128")
-    for key in ("frame_log", "send_queue", "max_frame_bytes", "max_text", "max_tokens"):
+    for key in ("frame_log", "send_queue", "max_frame_bytes", "max_text", "max_tokens", "max_sessions_per_connection"):
         need(getattr(s, key) >= 1, f"{key} must be at least 1")
     for key in ("heartbeat", "hello_timeout", "resume_grace", "drain_timeout", "scripted_rate"):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")

@@ -21,6 +21,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "no_turn": "Nothing to cancel: no turn is running.",
     "nothing_to_regenerate": "The session has no reply to regenerate or continue.",
     "unknown_turn": "No such turn id in this session.",
+    "too_many_sessions": "This connection has as many sessions open as `welcome.limits.sessions_per_connection` "
+    "allows. Close one or use another connection.",
     "rate_limited": "Too many frames. Wait `retry_after` seconds.",
     "busy": "The server is at capacity. Retry after `retry_after` seconds.",
     "unknown_model": "The model named in `session.open` is not configured on this server.",

@@ -54,6 +54,7 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
                 "send_queue": 4096,
                 "frame_log": 1024,
                 "resume_grace_s": 10,
+                "sessions_per_connection": 64,
             },
             "hb": 20,
             "models": ["default"],

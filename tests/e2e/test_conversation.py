@@ -364,3 +364,77 @@ async def test_update_and_close(scripted_server):
         with pytest.raises(RtClientError) as info:
             await c.attach(s.sid)
         assert info.value.code == "unknown_session"
+
+
+async def test_rtclient_chat_terminal(scripted_server):
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "rtclient.cli",
+        "chat",
+        scripted_server.url,
+        "--persona",
+        "You are Bram.",
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate(b"hello there\n/regen\n/quit\n")
+    text = out.decode()
+    assert proc.returncode == 0, err.decode()
+    assert text.count("You said: hello there.") == 2  # the reply and its regenerated alternative
+    assert text.count("[stop;") == 2
+
+
+async def test_stop_strings_and_models_by_name(start_server, tmp_path):
+    cfg = tmp_path / "rt.toml"
+    cfg.write_text('engine = "scripted"\nscripted_rate = 0\n[models]\nnpc = "any.gguf"\n')
+    srv = start_server("--config", str(cfg))
+    async with Client(srv.url) as c:
+        assert sorted(c.welcome["models"]) == ["default", "npc"]
+        s = await c.open_session(model="npc")
+        assert s.state["model"] == "npc"
+        r = await (await s.say("hello", params={"stop": [" said:"]})).result()
+        assert (r.text, r.reason) == ("You", "stop")
+
+
+async def test_a_session_closed_elsewhere_is_gone_here(scripted_server):
+    async with Client(scripted_server.url) as a, Client(scripted_server.url) as b:
+        s = await a.open_session()
+        other = await b.attach(s.sid)
+        await s.close()
+        with pytest.raises(RtClientError) as info:
+            await other.say("still there?")
+        assert info.value.code == "unknown_session"
+
+
+async def test_sessions_per_connection_are_bounded(start_server):
+    srv = start_server("--engine", "scripted", env={"RTSERVER_MAX_SESSIONS_PER_CONNECTION": "3"})
+    r = await Raw.connect(srv.url)
+    for _ in range(3):
+        assert (await r.open())["t"] == "session"
+    await r.send({"t": "session.open", "id": "x"})
+    err = await r.recv()
+    assert (err["code"], err["id"]) == ("too_many_sessions", "x")
+
+
+async def test_tls(start_server, tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    from ..conftest import require
+
+    require(shutil.which("openssl") is not None, "openssl is not installed (apt-get install openssl)")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    cmd = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+    cmd += ["-days", "1", "-subj", "/CN=localhost", "-addext", "subjectAltName=IP:127.0.0.1"]
+    await asyncio.to_thread(subprocess.run, cmd, check=True, capture_output=True)
+    srv = start_server("--engine", "scripted", "--tls-cert", str(cert), "--tls-key", str(key))
+    assert srv.url.startswith("wss://")
+    ctx = ssl.create_default_context(cafile=str(cert))
+    r = await Raw.connect(srv.url, ssl=ctx)
+    await r.send({"t": "ping", "id": 1})
+    assert await r.recv() == {"t": "pong", "id": 1}

@@ -87,6 +87,7 @@ class Turn:
         for fut in (self._started, self._result):
             if not fut.done():
                 fut.set_exception(exc)
+                fut.exception()  # it reaches whoever awaits it; nobody awaiting is not an error to log
         self._queue.put_nowait(None)
 
     @property
