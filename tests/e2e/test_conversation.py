@@ -438,3 +438,26 @@ async def test_tls(start_server, tmp_path):
     r = await Raw.connect(srv.url, ssl=ctx)
     await r.send({"t": "ping", "id": 1})
     assert await r.recv() == {"t": "pong", "id": 1}
+
+
+async def test_hello_timeout_closes_4010(start_server):
+    srv = start_server("--engine", "scripted", env={"RTSERVER_HELLO_TIMEOUT": "0.2"})
+    r = await Raw.connect(srv.url, hello=False)
+    with pytest.raises(websockets.ConnectionClosed):
+        await r.recv()
+    assert r.ws.close_code == 4010
+
+
+async def test_a_peer_that_stops_answering_pings_is_closed(start_server):
+    """A raw TCP peer that completes the handshake and then goes silent (no pongs) is dropped by the heartbeat."""
+    srv = start_server("--engine", "scripted", env={"RTSERVER_HEARTBEAT": "0.2", "RTSERVER_HELLO_TIMEOUT": "60"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", srv.port)
+    writer.write(
+        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    await writer.drain()
+    assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 101")
+    gone = await asyncio.to_thread(srv.wait_event, "connection", frames_in=0)
+    assert gone["close_code"] in (1011, 1006)
+    writer.close()
