@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -20,6 +20,24 @@ class Message:
     content: str
 
 
+class CancelFlag(threading.Event):
+    """A cancel signal the engine thread polls between decode steps; ``on_set`` callbacks let an engine end a
+    turn that is still waiting in its queue at once, instead of when the worker reaches it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def on_set(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+
+    def set(self) -> None:
+        if not self.is_set():
+            super().set()
+            for callback in self._callbacks:
+                callback()
+
+
 @dataclass
 class Request:
     key: str  # the session id: the engine keeps that session's KV under it
@@ -30,7 +48,7 @@ class Request:
     seed: int | None = None
     max_tokens: int = 256
     stop: list[str] = field(default_factory=list)
-    cancel: threading.Event = field(default_factory=threading.Event)
+    cancel: CancelFlag = field(default_factory=CancelFlag)
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ class _Job:
     loop: asyncio.AbstractEventLoop
     out: asyncio.Queue[Event]
     submitted: float
+    state: str = "queued"  # queued -> running (worker) or abandoned (cancelled while queued); under the lock
 
 
 class LlamaEngine:
@@ -132,6 +133,7 @@ class LlamaEngine:
         self.model: Model | None = None
         self.ctx: Any = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # session key -> slot, least recently used first
         self._free = list(range(slots))
@@ -185,7 +187,21 @@ class LlamaEngine:
     async def generate(self, request: Request) -> AsyncIterator[Event]:
         loop = asyncio.get_running_loop()
         out: asyncio.Queue[Event] = asyncio.Queue()
-        self._jobs.put(_Job(request, loop, out, time.perf_counter()))
+        job = _Job(request, loop, out, time.perf_counter())
+
+        def cancelled() -> None:
+            # Still in the queue: end it now rather than when the worker gets to it.
+            with self._lock:
+                if job.state != "queued":
+                    return
+                job.state = "abandoned"
+            queue_ms = (time.perf_counter() - job.submitted) * 1000
+            loop.call_soon_threadsafe(out.put_nowait, Finish("cancelled", queue_ms=queue_ms))
+
+        request.cancel.on_set(cancelled)
+        if request.cancel.is_set():  # cancelled before it was even submitted
+            cancelled()
+        self._jobs.put(job)
         try:
             while True:
                 event = await out.get()
@@ -203,10 +219,11 @@ class LlamaEngine:
             def emit(event: Event, job: _Job = job) -> None:
                 job.loop.call_soon_threadsafe(job.out.put_nowait, event)
 
+            with self._lock:
+                if job.state == "abandoned":
+                    continue
+                job.state = "running"
             queue_ms = (time.perf_counter() - job.submitted) * 1000
-            if job.request.cancel.is_set():
-                emit(Finish("cancelled", queue_ms=queue_ms))
-                continue
             try:
                 emit(self._turn(job.request, emit, queue_ms))
             except Exception as exc:  # any llama.cpp failure ends this turn, never the engine

@@ -114,3 +114,27 @@ async def test_concurrent_sessions_are_independent(model_server):
         together = [(await t.result()) for t in turns]
     assert [r.text for r in together] == alone
     assert max(r.timings["queue_ms"] for r in together) > 0
+
+
+async def test_cancelling_a_queued_turn_ends_it_without_running_it(bundled_model):
+    from rtserver.engine.base import Finish, Message, Request
+    from rtserver.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=2)
+    await engine.start()
+    try:
+        msgs = [Message("system", PERSONA), Message("user", "Tell me a story.")]
+        a = Request("a", msgs, temperature=0, max_tokens=200)
+        b = Request("b", msgs, temperature=0, max_tokens=200)
+        gen_a, gen_b = engine.generate(a), engine.generate(b)
+        first_a = asyncio.ensure_future(anext(gen_a))  # a is submitted (and running) before b
+        await first_a
+        b.cancel.set()  # b is cancelled while a runs: it must end without reaching the decoder
+        finish_b = await anext(gen_b)
+        assert isinstance(finish_b, Finish) and finish_b.reason == "cancelled"
+        events_a = [e async for e in gen_a]
+        assert isinstance(events_a[-1], Finish) and events_a[-1].reason == "stop"
+        assert engine.stats()["turns"] == 1  # b never reached the decoder
+        assert engine.stats()["generated_tokens"] == events_a[-1].completion_tokens
+    finally:
+        await engine.close()
