@@ -242,9 +242,9 @@ class SessionManager:
         }
         try:
             await self.store.save_turn(s.sid, node)
-        except OSError as exc:
-            log.error("journal_failed", sid=s.sid, tid=node.tid, error=str(exc))
-            finish = Finish("error", error="could not persist the turn")
+        except Exception as exc:  # the turn still ends, as an error: clients never wait for an end that won't come
+            log.error("persist_failed", sid=s.sid, tid=node.tid, error=f"{type(exc).__name__}: {exc}"[:200])
+            finish = Finish("error", error="could not persist the turn; it is not in the history")
         else:
             s.history.commit(node)
         s.running = None
