@@ -18,7 +18,7 @@ import structlog
 from rtprotocol import FrameLog, encode_msgpack
 from rtprotocol import frames as F
 
-from .engine.base import Finish, Request, Token
+from .engine.base import Finish, Message, Request, Token
 from .errors import ClientError
 from .history import History, TurnNode
 from .pipeline import Handler, TurnContext
@@ -188,23 +188,17 @@ class SessionManager:
         h = s.history
         if kind == "say":
             parent, continue_last = h.head, False
-            messages = h.messages(s.data.persona, parent)
-        else:
-            if not h.head:
-                raise ClientError("there is no reply yet to regenerate or continue", code="nothing_to_regenerate")
+        elif not h.head:
+            raise ClientError("there is no reply yet to regenerate or continue", code="nothing_to_regenerate")
+        elif kind == "regenerate":
+            # A sibling of the head: the same question (or the same continuation point), a new answer.
             cur = h.nodes[h.head]
-            if kind == "regenerate":
-                # A sibling of the head: same question (or the same continuation point), a new answer.
-                parent, user, continue_last = cur.parent, cur.user, cur.user is None
-                if continue_last:
-                    kind = "continue"
-                messages = h.messages(s.data.persona, parent)
-            else:
-                parent, continue_last = h.head, True
-                messages = h.messages(s.data.persona, parent)
+            parent, user, continue_last = cur.parent, cur.user, cur.user is None
+            kind = "continue" if continue_last else kind
+        else:
+            parent, continue_last = h.head, True
+        messages = h.messages(s.data.persona, parent)
         if user is not None:
-            from .engine.base import Message
-
             messages.append(Message("user", user))
         p = {**self.default_params, **s.data.params, **params}
         request = Request(

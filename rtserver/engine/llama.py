@@ -29,7 +29,7 @@ from typing import Any
 import llama_cpp as C
 
 from ..errors import ConfigError, EngineError
-from .base import Event, Finish, FinishReason, Message, Request, Token
+from .base import Event, Finish, FinishReason, Request, Token
 from .prompt import ChatTemplate, StopMatcher
 
 
@@ -331,7 +331,7 @@ class LlamaEngine:
                     reason = "stop"
                     break
                 self._decode(slot, [tok])
-                if text and not stop._pending:
+                if not stop.holding and not utf8.getstate()[0]:  # every byte of this token reached the client
                     emitted_upto = len(slot.tokens)
             else:
                 reason = "length"
@@ -347,16 +347,3 @@ class LlamaEngine:
         return Finish(
             reason, prompt_tokens=len(prompt), reused_tokens=keep, completion_tokens=produced, queue_ms=queue_ms
         )
-
-
-def message_list(persona: str | None, turns: list[tuple[str | None, str]]) -> list[Message]:
-    """System persona, then (user, assistant) pairs; a ``None`` user extends the previous assistant message."""
-    out: list[Message] = [Message("system", persona)] if persona else []
-    for user, reply in turns:
-        if user is None and out and out[-1].role == "assistant":
-            out[-1] = Message("assistant", out[-1].content + reply)
-            continue
-        if user is not None:
-            out.append(Message("user", user))
-        out.append(Message("assistant", reply))
-    return out

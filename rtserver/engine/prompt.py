@@ -63,6 +63,11 @@ class StopMatcher:
         self._pending = buf[len(buf) - hold :] if hold else ""
         return buf[: len(buf) - hold], False
 
+    @property
+    def holding(self) -> bool:
+        """Whether text is held back (it may be the start of a stop string)."""
+        return bool(self._pending)
+
     def flush(self) -> str:
         out, self._pending = self._pending, ""
         return out
