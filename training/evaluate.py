@@ -139,6 +139,7 @@ def main() -> None:
                     "model": model.name,
                     "size_mb": round(model.stat().st_size / 1e6, 2),
                     "perplexity": round(perplexity(model, text), 4),
+                    "perplexity_2048_window": round(perplexity(model, text, window=2048), 4),
                     "well_formed": round(rate, 4),
                     "prompts": len(prompts),
                     "tokens_per_s": round(tps, 1),

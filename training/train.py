@@ -6,7 +6,9 @@ so no single run needs to be long. At the end it writes ``weights.npz`` (float16
 that ``training.export_gguf`` turns into the shipped GGUF files.
 
     python -m training.corpus --out build/corpus
-    python -m training.train --corpus build/corpus/train.txt --out build/train --steps 4000
+    python -m training.train --corpus build/corpus/train.txt --out build/train --steps 3000 --batch 64 --seq 1024
+    python -m training.train --corpus build/corpus/train.txt --out build/train2048 --init build/train/weights.npz \
+        --steps 800 --batch 32 --seq 2048 --lr 1e-3
 
 RoPE rotates adjacent pairs (llama.cpp's LLAMA "norm" rope), so the weights need no permutation on export.
 """
@@ -104,7 +106,8 @@ class Model(nn.Module):
             x = blk(x, cos, sin)
         return self.norm(x) @ self.embed.weight.T  # tied output, as GGUF allows without output.weight
 
-    def gguf_tensors(self) -> dict[str, np.ndarray]:
+    def _named(self) -> dict[str, torch.Tensor]:
+        """Parameters under their GGUF tensor names."""
         out = {"token_embd.weight": self.embed.weight, "output_norm.weight": self.norm.weight}
         names = {
             "attn_norm": "attn_norm",
@@ -120,7 +123,15 @@ class Model(nn.Module):
         for i, blk in enumerate(self.blocks):
             for attr, gname in names.items():
                 out[f"blk.{i}.{gname}.weight"] = getattr(blk, attr).weight
-        return {k: v.detach().float().cpu().numpy() for k, v in out.items()}
+        return out
+
+    def gguf_tensors(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().float().cpu().numpy() for k, v in self._named().items()}
+
+    def load_gguf_tensors(self, weights: dict[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            for name, param in self._named().items():
+                param.copy_(torch.from_numpy(np.asarray(weights[name], dtype=np.float32)))
 
 
 def tokenize_corpus(corpus: Path, tokenizer: Path, cache: Path) -> np.ndarray:
@@ -169,6 +180,9 @@ def main() -> None:
     p.add_argument("--ckpt-every", type=int, default=250)
     p.add_argument("--max-minutes", type=float, default=110.0, help="stop (after a checkpoint) before this")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument(
+        "--init", type=Path, help="start from a weights.npz (e.g. to extend the context: a second stage at --seq 2048)"
+    )
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -180,6 +194,9 @@ def main() -> None:
     model = Model(cfg).to(dev)
     opt = torch.optim.AdamW(model.parameters(), lr=a.lr, betas=(0.9, 0.95), weight_decay=0.1, fused=dev.type == "cuda")
     step, ckpt = 0, a.out / "ckpt.pt"
+    if a.init is not None and not ckpt.exists():
+        model.load_gguf_tensors(dict(np.load(a.init)))
+        print(f"initialised from {a.init}")
     if ckpt.exists():
         state = torch.load(ckpt, map_location=dev)
         model.load_state_dict(state["model"])

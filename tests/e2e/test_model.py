@@ -30,7 +30,19 @@ async def test_multi_turn_conversation_reuses_kv(model_server):
     async with Client(model_server.url) as c:
         s = await c.open_session(persona=PERSONA, params={"seed": 11, "temperature": 0.7})
         results = []
-        for line in ("Hello!", "What is your name?", "Any news?", "Tell me a story.", "Goodbye."):
+        lines = (
+            "Hello!",
+            "What is your name?",
+            "Any news?",
+            "Tell me a story.",
+            "What do you sell?",
+            "Do you have any work for me?",
+            "I'll do it.",
+            "Tell me about this place.",
+            "How are you?",
+            "Goodbye.",
+        )
+        for line in lines:  # ten turns with a persona fit the context
             turn = await s.say(line)
             pieces = [p async for p in turn]
             r = await turn.result()
