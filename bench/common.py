@@ -106,3 +106,19 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **data}, indent=1))
     return path
+
+
+def run_json(args: list[str], cpus: str | None) -> Any:
+    """Run ``python ARGS`` (pinned) and parse the JSON of its last output line."""
+    out = subprocess.run(pinned([sys.executable, *args], cpus), capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def start_bare(cpus: str | None, rate: float = 20.0) -> tuple[subprocess.Popen[str], str]:
+    """Start bench/bare_server.py (the bare websockets baseline) and return it with its URL."""
+    port = free_port()
+    cmd = [sys.executable, "-m", "bench.bare_server", "--port", str(port), "--rate", str(rate)]
+    proc = subprocess.Popen(pinned(cmd, cpus), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    proc.stdout.readline()  # "listening"
+    return proc, f"ws://127.0.0.1:{port}/"

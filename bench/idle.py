@@ -15,7 +15,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .common import free_port, pinned, rss_kib, start_rtserver, stop, write_json
+from .common import pinned, rss_kib, start_bare, start_rtserver, stop, write_json
 
 
 async def hold(url: str, n: int, protocol: bool) -> None:
@@ -96,18 +96,9 @@ def main() -> None:
                 out["rtserver"].append(measure(url, proc.pid, a.sessions, True, a.client_cpus))
             finally:
                 stop(proc)
-        port = free_port()
-        bare = subprocess.Popen(
-            pinned([sys.executable, "-m", "bench.bare_server", "--port", str(port)], a.server_cpus),
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert bare.stdout is not None
-        bare.stdout.readline()
+        bare, url = start_bare(a.server_cpus)
         try:
-            out["bare_websockets"].append(
-                measure(f"ws://127.0.0.1:{port}/", bare.pid, a.sessions, False, a.client_cpus)
-            )
+            out["bare_websockets"].append(measure(url, bare.pid, a.sessions, False, a.client_cpus))
         finally:
             bare.terminate()
             bare.wait()

@@ -9,83 +9,42 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
-from .common import free_port, median, pinned, start_rtserver, stop, write_json
-
-
-def run_client(args: list[str], cpus: str | None) -> dict[str, object]:
-    out = subprocess.run(pinned([sys.executable, *args], cpus), capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+from .common import median, run_json, start_bare, start_rtserver, stop, write_json
 
 
-def one_rtserver(a: argparse.Namespace) -> dict[str, object]:
+def window(a: argparse.Namespace) -> list[str]:
+    return [
+        "--sessions",
+        str(a.sessions),
+        "--arrival-rate",
+        str(a.arrival_rate),
+        "--warmup",
+        str(a.warmup),
+        "--duration",
+        str(a.duration),
+    ]
+
+
+def one_rtserver(a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        proc, url = start_rtserver(
-            ["--engine", "scripted", "--scripted-rate", str(a.rate), "--scripted-words", "100000"],
-            a.server_cpus,
-            Path(tmp),
-            env={"RTSERVER_SCRIPTED_STAMP": "1"},
-        )
+        args = ["--engine", "scripted", "--scripted-rate", str(a.rate), "--scripted-words", "100000"]
+        proc, url = start_rtserver(args, a.server_cpus, Path(tmp), env={"RTSERVER_SCRIPTED_STAMP": "1"})
         try:
-            return run_client(
-                [
-                    "-m",
-                    "bench.load",
-                    "--url",
-                    url,
-                    "--sessions",
-                    str(a.sessions),
-                    "--turns",
-                    "1",
-                    "--think",
-                    "0",
-                    "--arrival-rate",
-                    str(a.arrival_rate),
-                    "--warmup",
-                    str(a.warmup),
-                    "--duration",
-                    str(a.duration),
-                    "--max-tokens",
-                    str(int(a.rate * 1000)),
-                    "--stamped",
-                ],
-                a.client_cpus,
-            )
+            load = ["-m", "bench.load", "--url", url, "--turns", "1", "--think", "0", "--stamped"]
+            return run_json([*load, *window(a), "--max-tokens", str(int(a.rate * 1000))], a.client_cpus)
         finally:
             stop(proc)
 
 
-def one_bare(a: argparse.Namespace) -> dict[str, object]:
-    port = free_port()
-    proc = subprocess.Popen(
-        pinned([sys.executable, "-m", "bench.bare_server", "--port", str(port), "--rate", str(a.rate)], a.server_cpus),
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    proc.stdout.readline()
+def one_bare(a: argparse.Namespace) -> dict[str, Any]:
+    proc, url = start_bare(a.server_cpus, a.rate)
     try:
-        return run_client(
-            [
-                "-m",
-                "bench.bare_client",
-                "--url",
-                f"ws://127.0.0.1:{port}/",
-                "--sessions",
-                str(a.sessions),
-                "--arrival-rate",
-                str(a.arrival_rate),
-                "--warmup",
-                str(a.warmup),
-                "--duration",
-                str(a.duration),
-            ],
-            a.client_cpus,
-        )
+        return run_json(["-m", "bench.bare_client", "--url", url, *window(a)], a.client_cpus)
     finally:
         proc.terminate()
         proc.wait()
@@ -102,21 +61,21 @@ def main() -> None:
     p.add_argument("--server-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
     a = p.parse_args()
-    runs: dict[str, list[dict[str, object]]] = {"rtserver": [], "bare_websockets": []}
+    runs: dict[str, list[dict[str, Any]]] = {"rtserver": [], "bare_websockets": []}
     for i in range(a.runs):
         for name, fn in (("rtserver", one_rtserver), ("bare_websockets", one_bare)):
             r = fn(a)
             runs[name].append(r)
             print(f"run {i + 1} {name}: {json.dumps(r)}", file=sys.stderr)
-    result: dict[str, object] = {"params": vars(a), "runs": runs}
+    result: dict[str, Any] = {"params": vars(a), "runs": runs}
     for name, rs in runs.items():
         result[name] = {
-            "delivery_p50_ms": median([r["delivery_ms"]["p50"] for r in rs]),  # type: ignore[index]
-            "delivery_p99_ms": median([r["delivery_ms"]["p99"] for r in rs]),  # type: ignore[index]
-            "frames_per_s": median([r["frames_per_s"] for r in rs]),  # type: ignore[misc]
+            "delivery_p50_ms": median([r["delivery_ms"]["p50"] for r in rs]),
+            "delivery_p99_ms": median([r["delivery_ms"]["p99"] for r in rs]),
+            "frames_per_s": median([r["frames_per_s"] for r in rs]),
         }
     rt, bare = result["rtserver"], result["bare_websockets"]
-    result["ratio_p99"] = round(rt["delivery_p99_ms"] / bare["delivery_p99_ms"], 2)  # type: ignore[index,operator]
+    result["ratio_p99"] = round(rt["delivery_p99_ms"] / bare["delivery_p99_ms"], 2)
     path = write_json(f"stream-{a.sessions}", result)
     print(json.dumps({k: result[k] for k in ("rtserver", "bare_websockets", "ratio_p99")}, indent=1))
     print(f"wrote {path}", file=sys.stderr)

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from .common import median, pinned, start_rtserver, stop, write_json
+from .common import median, run_json, start_rtserver, stop, write_json
 
 
 def main() -> None:
@@ -32,30 +31,8 @@ def main() -> None:
             args = ["--threads", "1"] + (["--model", a.model] if a.model else [])
             proc, url = start_rtserver(args, a.server_cpus, Path(tmp))
             try:
-                out = subprocess.run(
-                    pinned(
-                        [
-                            sys.executable,
-                            "-m",
-                            "bench.load",
-                            "--url",
-                            url,
-                            "--sessions",
-                            str(a.sessions),
-                            "--turns",
-                            str(a.turns),
-                            "--think",
-                            str(a.think),
-                            "--arrival-rate",
-                            "0",
-                        ],
-                        a.client_cpus,
-                    ),
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
+                load = ["-m", "bench.load", "--url", url, "--sessions", str(a.sessions), "--turns", str(a.turns)]
+                runs.append(run_json([*load, "--think", str(a.think), "--arrival-rate", "0"], a.client_cpus))
             finally:
                 stop(proc)
     result = {
