@@ -25,8 +25,12 @@ def pct(values: Sequence[float], p: float) -> float | None:
     return s[k]
 
 
+def _r(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
 def summary(values: Sequence[float]) -> dict[str, Any]:
-    r = lambda v: None if v is None else round(v, 3)  # noqa: E731
+    r = _r
     return {
         "n": len(values),
         "p50": r(pct(values, 50)),
@@ -108,10 +112,11 @@ def write_json(name: str, data: dict[str, Any]) -> Path:
     return path
 
 
-def run_json(args: list[str], cpus: str | None) -> Any:
+def run_json(args: list[str], cpus: str | None) -> dict[str, Any]:
     """Run ``python ARGS`` (pinned) and parse the JSON of its last output line."""
     out = subprocess.run(pinned([sys.executable, *args], cpus), capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
 
 
 def start_bare(cpus: str | None, rate: float = 20.0) -> tuple[subprocess.Popen[str], str]:

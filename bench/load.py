@@ -59,7 +59,7 @@ async def session(url: str, a: argparse.Namespace, stats: Stats, rng: random.Ran
             url,
             subprotocols=[codec.subprotocol],
             compression=None,
-            max_size=None,  # type: ignore[list-item]
+            max_size=None,
             open_timeout=60,
             ping_interval=None,
         )
