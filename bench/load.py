@@ -18,6 +18,7 @@ from typing import Any
 
 import websockets
 from rtprotocol import Codec
+from websockets.typing import Subprotocol
 
 from .common import summary
 
@@ -57,7 +58,7 @@ async def session(url: str, a: argparse.Namespace, stats: Stats, rng: random.Ran
     try:
         ws = await websockets.connect(
             url,
-            subprotocols=[codec.subprotocol],
+            subprotocols=[Subprotocol(codec.subprotocol)],
             compression=None,
             max_size=None,
             open_timeout=60,
