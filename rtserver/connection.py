@@ -66,11 +66,16 @@ class Connection:
 
     def _write_now(self, data: bytes) -> bool:
         """The fast path: nothing is queued and the socket's buffer is below its high-water mark, so write the
-        frame now instead of waking the writer task. This halves the event-loop work per frame (measured in
-        docs/benchmarks.md). It uses websockets' sans-I/O ``protocol`` and its ``send_data`` flush, the two steps
-        ``send()`` takes itself, minus the per-call async context; anything unusual falls back to ``send()``."""
+        frame now instead of waking the writer task (ADR 0004 has the measurements). It uses websockets' sans-I/O
+        ``protocol`` and its ``send_data`` flush, the two steps ``send()`` takes itself, minus the per-call async
+        context; anything unusual falls back to ``send()``."""
         ws = self.ws
-        if ws.protocol.state is not State.OPEN or ws.transport.get_write_buffer_size() > ws.write_limit_high:
+        transport = ws.transport
+        if (
+            ws.protocol.state is not State.OPEN
+            or transport.is_closing()
+            or transport.get_write_buffer_size() > ws.write_limit_high
+        ):
             return False
         if self.binary:
             ws.protocol.send_binary(data)
@@ -92,10 +97,13 @@ class Connection:
             await self._wake.wait()
             self._wake.clear()
             self._writing = True
-            while queue:
-                data = queue.popleft()
-                await ws.send(data if self.binary else self._as_json(data))
-                self.sent += 1
+            try:
+                while queue:
+                    data = queue.popleft()
+                    await ws.send(data if self.binary else self._as_json(data))
+                    self.sent += 1
+            except ConnectionClosed:
+                return  # the reader sees the close too and cleans up
             self._writing = False
             if self._close_after is not None:
                 self.close(*self._close_after)
