@@ -461,3 +461,19 @@ async def test_a_peer_that_stops_answering_pings_is_closed(start_server):
     gone = await asyncio.to_thread(srv.wait_event, "connection", frames_in=0)
     assert gone["close_code"] in (1011, 1006)
     writer.close()
+
+
+async def test_client_that_cannot_reconnect_fails_instead_of_hanging(start_server):
+    import signal
+
+    from rtclient import ConnectionLost
+
+    srv = start_server("--engine", "scripted")
+    async with Client(srv.url, backoff=Backoff(base=0.01, cap=0.02, max_attempts=2)) as c:
+        s = await c.open_session()
+        srv.proc.send_signal(signal.SIGKILL)
+        srv.proc.wait()
+        with pytest.raises(ConnectionLost):
+            await (await s.say("anyone?")).result()
+        with pytest.raises(ConnectionLost):
+            await s.say("still?")

@@ -266,6 +266,7 @@ class Client:
         self._reader: asyncio.Task[None] | None = None
         self._connected = asyncio.Event()
         self._closed = False
+        self._gone: BaseException | None = None  # set once the client closed or gave up reconnecting
 
     async def __aenter__(self) -> Client:
         await self.connect()
@@ -358,6 +359,8 @@ class Client:
         return False
 
     def _fail_all(self, exc: BaseException) -> None:
+        self._gone = exc
+        self._connected.set()  # release senders waiting for a connection that will not come back
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(exc)
@@ -423,6 +426,8 @@ class Client:
 
     async def _send(self, frame: F.Frame, fid: Any) -> None:
         await self._connected.wait()
+        if self._gone is not None:
+            raise self._gone
         assert self.ws is not None
         try:
             await self.ws.send(self.codec.encode(frame))
