@@ -6,7 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -17,13 +17,14 @@ class _EngineCollector(Collector):
         self._stats = stats
 
     def collect(self) -> Iterable[Any]:
-        fams: dict[str, CounterMetricFamily] = {}
+        fams: dict[str, CounterMetricFamily | GaugeMetricFamily] = {}
         for model, counters in self._stats().items():
             for key, value in counters.items():
                 fam = fams.get(key)
                 if fam is None:
-                    fam = fams[key] = CounterMetricFamily(
-                        f"rtserver_engine_{key}", f"engine counter {key}", labels=["model"]
+                    kind = GaugeMetricFamily if key.startswith("peak_") else CounterMetricFamily
+                    fam = fams[key] = kind(
+                        f"rtserver_engine_{key}", f"engine {key.replace('_', ' ')}", labels=["model"]
                     )
                 fam.add_metric([model], value)
         yield from fams.values()

@@ -3,11 +3,15 @@
 One llama.cpp context with ``kv_unified=False`` and ``slots`` sequences; each active session owns a sequence and
 keeps its KV between turns, so a returning session prefills only the tokens it does not already hold (the
 longest common prefix is kept, the rest removed with ``llama_memory_seq_rm``). When every sequence is taken, the
-least recently used session's sequence is cleared and reused.
+least recently used idle session's sequence is cleared and reused.
+
+Turns of different sessions run together (continuous batching): each step decodes one batch holding the next
+token of every generating sequence and a bounded chunk of prompt tokens of those prefilling; turns join and
+leave between steps. With a non-unified KV each sequence's output does not depend on which others share its
+batch. A turn that finds every sequence generating waits for one to free (``Finish.queue_ms``).
 
 All llama.cpp calls happen on one worker thread (a llama.cpp context is not thread-safe; ``llama_decode``
-releases the GIL, so the event loop stays responsive). Turns are served first come, first served; the queue
-wait is reported in ``Finish.queue_ms``. Continuous batching across sessions builds on this (issue 3).
+releases the GIL, so the event loop stays responsive).
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ import queue
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +113,30 @@ class _Job:
     submitted: float
     state: str = "queued"  # queued -> running (worker) or abandoned (cancelled while queued); under the lock
 
+    def emit(self, event: Event) -> None:
+        self.loop.call_soon_threadsafe(self.out.put_nowait, event)
+
+    def queue_ms(self) -> float:
+        return (time.perf_counter() - self.submitted) * 1000
+
+
+@dataclass(eq=False)
+class _Seq:
+    """A turn the worker is running: prefilling ``todo``, then generating one token per step."""
+
+    job: _Job
+    slot: _Slot
+    sampler: Any
+    stop: StopMatcher
+    prompt_len: int
+    reused: int
+    todo: list[int]  # prompt tokens not yet decoded
+    queue_ms: float
+    emitted_upto: int  # KV length whose text has fully reached the client
+    next_token: int | None = None  # sampled and sent, decoded with the next batch
+    produced: int = 0
+    utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
+
 
 class LlamaEngine:
     def __init__(
@@ -119,11 +147,13 @@ class LlamaEngine:
         slots: int = 4,
         n_threads: int | None = None,
         n_batch: int = 256,
+        prefill_chunk: int = 128,
         flash_attn: str = "off",
         name: str = "default",
     ) -> None:
         self.path, self.name = path, name
         self.n_ctx_seq, self.n_slots, self.n_batch = n_ctx, slots, n_batch
+        self.prefill_chunk = min(prefill_chunk, n_batch)
         self.n_threads = n_threads or os.cpu_count() or 2
         self.flash_attn = {
             "auto": C.LLAMA_FLASH_ATTN_TYPE_AUTO,
@@ -137,7 +167,14 @@ class LlamaEngine:
         self._thread: threading.Thread | None = None
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # session key -> slot, least recently used first
         self._free = list(range(slots))
-        self.counters = {"prefilled_tokens": 0, "reused_tokens": 0, "generated_tokens": 0, "turns": 0, "evictions": 0}
+        self.counters = {
+            "prefilled_tokens": 0,
+            "reused_tokens": 0,
+            "generated_tokens": 0,
+            "turns": 0,
+            "evictions": 0,
+            "peak_batch_sequences": 0,
+        }
 
     # --- lifecycle ------------------------------------------------------------------------------------------
 
@@ -211,39 +248,191 @@ class LlamaEngine:
         finally:
             request.cancel.set()  # a consumer that stops listening stops the generation too
 
-    # --- the worker thread ----------------------------------------------------------------------------------
+    # --- the worker thread: continuous batching -----------------------------------------------------------
+    #
+    # Each step builds one llama.cpp batch: the next token of every sequence that is generating, then prompt
+    # tokens of sequences that are prefilling, up to ``prefill_chunk`` of them (so a long prompt does not stall
+    # the others' streams for long). New turns join between steps and finished ones leave; a turn that finds
+    # every sequence busy waits (its wait is Finish.queue_ms).
 
     def _run(self) -> None:
-        while (job := self._jobs.get()) is not None:
+        active: list[_Seq] = []
+        waiting: deque[_Job] = deque()
+        while True:
+            if not active and not waiting:
+                job = self._jobs.get()  # idle: block until there is work
+                if job is None:
+                    return
+                waiting.append(job)
+            while True:  # take everything submitted meanwhile
+                try:
+                    job = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    return
+                waiting.append(job)
+            self._admit(waiting, active)
+            if active:
+                self.counters["peak_batch_sequences"] = max(self.counters["peak_batch_sequences"], len(active))
+                self._step(active)
 
-            def emit(event: Event, job: _Job = job) -> None:
-                job.loop.call_soon_threadsafe(job.out.put_nowait, event)
-
+    def _admit(self, waiting: deque[_Job], active: list[_Seq]) -> None:
+        busy = {q.job.request.key for q in active}
+        while waiting:
+            job = waiting[0]
             with self._lock:
-                if job.state == "abandoned":
-                    continue
-                job.state = "running"
-            queue_ms = (time.perf_counter() - job.submitted) * 1000
+                abandoned = job.state == "abandoned"
+                if not abandoned:
+                    job.state = "running"
+            if abandoned:
+                waiting.popleft()
+                continue
+            slot = self._slot(job.request.key, busy)
+            if slot is None:
+                return  # every sequence is generating: first come, first served when one frees
+            waiting.popleft()
+            busy.add(job.request.key)
             try:
-                emit(self._turn(job.request, emit, queue_ms))
-            except Exception as exc:  # any llama.cpp failure ends this turn, never the engine
-                slot = self._slots.pop(job.request.key, None)
-                if slot is not None:
-                    C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-                    self._free.append(slot.seq)
-                emit(Finish("error", queue_ms=queue_ms, error=str(exc)[:200]))
+                active.append(self._start(job, slot))
+            except Exception as exc:  # a bad prompt ends this turn, never the engine
+                self._drop(job.request.key)
+                job.emit(Finish("error", queue_ms=job.queue_ms(), error=str(exc)[:200]))
 
-    def _slot(self, key: str) -> _Slot:
+    def _slot(self, key: str, busy: set[str]) -> _Slot | None:
         slot = self._slots.pop(key, None)
         if slot is None:
             if not self._free:
-                _, old = self._slots.popitem(last=False)
+                victim = next((k for k in self._slots if k not in busy), None)
+                if victim is None:
+                    return None
+                old = self._slots.pop(victim)
                 C.llama_memory_seq_rm(self._mem, old.seq, -1, -1)
                 self.counters["evictions"] += 1
                 self._free.append(old.seq)
             slot = _Slot(self._free.pop())
-        self._slots[key] = slot
+        self._slots[key] = slot  # most recently used last
         return slot
+
+    def _drop(self, key: str) -> None:
+        slot = self._slots.pop(key, None)
+        if slot is not None:
+            C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+            self._free.append(slot.seq)
+
+    def _start(self, job: _Job, slot: _Slot) -> _Seq:
+        request = job.request
+        prompt = self._prompt(request)
+        keep = 0
+        for a, b in zip(slot.tokens, prompt, strict=False):
+            if a != b:
+                break
+            keep += 1
+        keep = min(keep, len(prompt) - 1)  # at least one token is decoded, for fresh logits
+        C.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
+        del slot.tokens[keep:]
+        self.counters["reused_tokens"] += keep
+        self.counters["prefilled_tokens"] += len(prompt) - keep
+        self.counters["turns"] += 1
+        return _Seq(
+            job,
+            slot,
+            self._sampler(request),
+            StopMatcher(request.stop),
+            prompt_len=len(prompt),
+            reused=keep,
+            todo=prompt[keep:],
+            queue_ms=job.queue_ms(),
+            emitted_upto=keep,
+        )
+
+    def _step(self, active: list[_Seq]) -> None:
+        for q in [q for q in active if q.job.request.cancel.is_set()]:
+            self._finish(q, "cancelled", active)
+        if not active:
+            return
+        b, n = self._batch, 0
+        rows: list[tuple[_Seq, int]] = []  # sequences whose logits this batch produces, at which row
+        for q in active:
+            if q.next_token is not None:
+                n = self._put(b, n, q.slot, q.next_token, True)
+                rows.append((q, n - 1))
+        budget = min(self.prefill_chunk, self.n_batch - n)
+        for q in active:
+            if not q.todo or budget <= 0:
+                continue
+            chunk, q.todo = q.todo[:budget], q.todo[budget:]
+            for i, tok in enumerate(chunk):
+                n = self._put(b, n, q.slot, tok, not q.todo and i == len(chunk) - 1)
+            budget -= len(chunk)
+            if not q.todo:
+                rows.append((q, n - 1))
+        b.n_tokens = n
+        rc = C.llama_decode(self.ctx, b)
+        if rc != 0:
+            for q in list(active):
+                self._drop(q.job.request.key)
+                active.remove(q)
+                q.job.emit(Finish("error", queue_ms=q.queue_ms, error=f"llama_decode returned {rc}"))
+                C.llama_sampler_free(q.sampler)
+            return
+        for q, row in rows:
+            if q.next_token is None or self._emitted_all(q):  # the prompt, or a token fully sent
+                q.emitted_upto = len(q.slot.tokens)
+            self._sample(q, row, active)
+
+    def _put(self, b: Any, n: int, slot: _Slot, tok: int, logits: bool) -> int:
+        b.token[n] = tok
+        b.pos[n] = len(slot.tokens)
+        b.n_seq_id[n] = 1
+        b.seq_id[n][0] = slot.seq
+        b.logits[n] = logits
+        slot.tokens.append(tok)
+        return n + 1
+
+    @staticmethod
+    def _emitted_all(q: _Seq) -> bool:
+        return not q.stop.holding and not q.utf8.getstate()[0]
+
+    def _sample(self, q: _Seq, row: int, active: list[_Seq]) -> None:
+        assert self.model is not None
+        request = q.job.request
+        q.next_token = None
+        if q.produced >= request.max_tokens or len(q.slot.tokens) >= self.n_ctx_seq:
+            self._finish(q, "length", active)
+            return
+        tok = C.llama_sampler_sample(q.sampler, self.ctx, row)
+        if self.model.is_eog(tok):
+            self._finish(q, "stop", active)
+            return
+        q.produced += 1
+        self.counters["generated_tokens"] += 1
+        text, hit = q.stop.feed(q.utf8.decode(self.model.piece(tok)))
+        if text:
+            q.job.emit(Token(text))
+        if hit:
+            self._finish(q, "stop", active)
+            return
+        q.next_token = tok  # decoded with the next step's batch
+
+    def _finish(self, q: _Seq, reason: FinishReason, active: list[_Seq]) -> None:
+        active.remove(q)
+        C.llama_sampler_free(q.sampler)
+        if reason == "cancelled":
+            # The history keeps only what reached the frame log; drop KV for anything generated past it.
+            C.llama_memory_seq_rm(self._mem, q.slot.seq, q.emitted_upto, -1)
+            del q.slot.tokens[q.emitted_upto :]
+        elif tail := q.stop.flush() + q.utf8.decode(b"", final=True):
+            q.job.emit(Token(tail))
+        q.job.emit(
+            Finish(
+                reason,
+                prompt_tokens=q.prompt_len,
+                reused_tokens=q.reused,
+                completion_tokens=q.produced,
+                queue_ms=q.queue_ms,
+            )
+        )
 
     def _prompt(self, request: Request) -> list[int]:
         """Tokens of the prompt; the oldest turns are left out until it fits with room to answer."""
@@ -288,62 +477,3 @@ class LlamaEngine:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(request.temperature))
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
-
-    def _turn(self, request: Request, emit: Any, queue_ms: float) -> Finish:
-        assert self.model is not None
-        model = self.model
-        prompt = self._prompt(request)
-        slot = self._slot(request.key)
-        keep = 0
-        for a, b in zip(slot.tokens, prompt, strict=False):
-            if a != b:
-                break
-            keep += 1
-        keep = min(keep, len(prompt) - 1)  # at least one token is decoded, for fresh logits
-        C.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
-        del slot.tokens[keep:]
-        self.counters["reused_tokens"] += keep
-        self.counters["prefilled_tokens"] += len(prompt) - keep
-        self.counters["turns"] += 1
-        self._decode(slot, prompt[keep:])
-        sampler = self._sampler(request)
-        utf8 = codecs.getincrementaldecoder("utf-8")("replace")
-        stop = StopMatcher(request.stop)
-        reason: FinishReason = "length"
-        produced, emitted_upto = 0, len(slot.tokens)
-        try:
-            while produced < request.max_tokens:
-                if request.cancel.is_set():
-                    reason = "cancelled"
-                    break
-                if len(slot.tokens) >= self.n_ctx_seq:
-                    break
-                tok = C.llama_sampler_sample(sampler, self.ctx, -1)
-                if model.is_eog(tok):
-                    reason = "stop"
-                    break
-                produced += 1
-                self.counters["generated_tokens"] += 1
-                text, hit = stop.feed(utf8.decode(model.piece(tok)))
-                if text:
-                    emit(Token(text))
-                if hit:
-                    reason = "stop"
-                    break
-                self._decode(slot, [tok])
-                if not stop.holding and not utf8.getstate()[0]:  # every byte of this token reached the client
-                    emitted_upto = len(slot.tokens)
-            else:
-                reason = "length"
-            if reason != "cancelled" and (tail := stop.flush() + utf8.decode(b"", final=True)):
-                emit(Token(tail))
-                emitted_upto = len(slot.tokens)
-        finally:
-            C.llama_sampler_free(sampler)
-        if reason == "cancelled":
-            # The history keeps only what reached the frame log; drop KV for anything generated past it.
-            C.llama_memory_seq_rm(self._mem, slot.seq, emitted_upto, -1)
-            del slot.tokens[emitted_upto:]
-        return Finish(
-            reason, prompt_tokens=len(prompt), reused_tokens=keep, completion_tokens=produced, queue_ms=queue_ms
-        )

@@ -150,3 +150,20 @@ async def test_cancelling_a_queued_turn_ends_it_without_running_it(bundled_model
         assert engine.stats()["generated_tokens"] == events_a[-1].completion_tokens
     finally:
         await engine.close()
+
+
+async def test_sixteen_sessions_batched_match_each_alone(start_server, bundled_model):
+    """16 multi-turn conversations decoded together in one batch give the same text as each one alone."""
+    srv = start_server("--slots", "16")
+    lines = ["Hello!", "What do you sell?", "Tell me a story."]
+
+    async def converse(c: Client, seed: int) -> list[str]:
+        s = await c.open_session(persona=PERSONA, params={"seed": seed, "temperature": 0.8})
+        return [(await (await s.say(line)).result()).text for line in lines]
+
+    async with Client(srv.url) as c:
+        alone = [await converse(c, seed) for seed in range(16)]
+        together = await asyncio.gather(*(converse(c, seed) for seed in range(16)))
+    assert together == alone
+    assert len({tuple(t) for t in alone}) > 1  # different seeds, different conversations
+    assert await engine_counter(srv, "peak_batch_sequences") > 8  # they really were decoded together
