@@ -55,6 +55,7 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
             slots=settings.slots,
             n_threads=settings.threads or None,
             flash_attn=settings.flash_attn,
+            host_budget_mb=settings.kv_host_mb,
             name=name,
         )
         for name, path in settings.model_paths().items()

@@ -148,6 +148,7 @@ class LlamaEngine:
         n_threads: int | None = None,
         n_batch: int = 256,
         prefill_chunk: int = 128,
+        host_budget_mb: int = 256,
         flash_attn: str = "off",
         name: str = "default",
     ) -> None:
@@ -166,6 +167,10 @@ class LlamaEngine:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # session key -> slot, least recently used first
+        # Evicted sessions' KV, least recently evicted first: key -> (llama_state_seq data, the tokens it holds)
+        self._host: OrderedDict[str, tuple[bytes, list[int]]] = OrderedDict()
+        self._host_bytes = 0
+        self.host_budget = host_budget_mb * 1024 * 1024
         self._free = list(range(slots))
         self.counters = {
             "prefilled_tokens": 0,
@@ -173,6 +178,9 @@ class LlamaEngine:
             "generated_tokens": 0,
             "turns": 0,
             "evictions": 0,
+            "kv_saved": 0,
+            "kv_restored": 0,
+            "kv_dropped": 0,
             "peak_batch_sequences": 0,
         }
 
@@ -306,13 +314,45 @@ class LlamaEngine:
                 victim = next((k for k in self._slots if k not in busy), None)
                 if victim is None:
                     return None
-                old = self._slots.pop(victim)
-                C.llama_memory_seq_rm(self._mem, old.seq, -1, -1)
-                self.counters["evictions"] += 1
-                self._free.append(old.seq)
+                self._evict(victim)
             slot = _Slot(self._free.pop())
+            self._restore(key, slot)
         self._slots[key] = slot  # most recently used last
         return slot
+
+    def _evict(self, key: str) -> None:
+        """Free the sequence of an idle session, keeping its KV in host memory (within the budget) so that its
+        next turn restores it instead of prefilling the whole history again."""
+        old = self._slots.pop(key)
+        self.counters["evictions"] += 1
+        if self.host_budget and old.tokens:
+            size = C.llama_state_seq_get_size(self.ctx, old.seq)
+            if size <= self.host_budget:
+                buf = (ctypes.c_uint8 * size)()
+                written = C.llama_state_seq_get_data(self.ctx, buf, size, old.seq)
+                if written:
+                    self._host[key] = (bytes(buf)[:written], list(old.tokens))
+                    self._host_bytes += written
+                    self.counters["kv_saved"] += 1
+                    while self._host_bytes > self.host_budget:  # over budget: the oldest is rebuilt by prefill
+                        data, _ = self._host.popitem(last=False)[1]
+                        self._host_bytes -= len(data)
+                        self.counters["kv_dropped"] += 1
+        C.llama_memory_seq_rm(self._mem, old.seq, -1, -1)
+        self._free.append(old.seq)
+
+    def _restore(self, key: str, slot: _Slot) -> None:
+        saved = self._host.pop(key, None)
+        if saved is None:
+            return
+        data, tokens = saved
+        self._host_bytes -= len(data)
+        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        if C.llama_state_seq_set_data(self.ctx, buf, len(data), slot.seq) == len(data):
+            slot.tokens = tokens
+            self.counters["kv_restored"] += 1
+        else:  # could not restore: start empty, the history is prefilled
+            C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
 
     def _drop(self, key: str) -> None:
         slot = self._slots.pop(key, None)

@@ -167,3 +167,70 @@ async def test_sixteen_sessions_batched_match_each_alone(start_server, bundled_m
     assert together == alone
     assert len({tuple(t) for t in alone}) > 1  # different seeds, different conversations
     assert await engine_counter(srv, "peak_batch_sequences") > 8  # they really were decoded together
+
+
+async def run_turns(engine, plan):
+    """Run (session, line) turns in order through an engine, greedy; return each reply and its Finish."""
+    from rtserver.engine.base import Finish, Message, Request, Token
+
+    history: dict[str, list] = {}
+    out = []
+    for key, line in plan:
+        msgs = history.setdefault(key, [Message("system", PERSONA)])
+        msgs.append(Message("user", line))
+        text, finish = "", None
+        async for ev in engine.generate(Request(key, list(msgs), temperature=0, max_tokens=80)):
+            if isinstance(ev, Token):
+                text += ev.text
+            elif isinstance(ev, Finish):
+                finish = ev
+        msgs.append(Message("assistant", text))
+        out.append((text, finish))
+    return out
+
+
+async def test_evicted_kv_is_restored_not_recomputed(bundled_model):
+    from rtserver.engine.llama import LlamaEngine
+
+    plan = [("a", "Hello!"), ("b", "Any news?"), ("a", "What do you sell?"), ("b", "Tell me a story.")]
+    results = {}
+    for slots, host_mb in ((2, 0), (1, 64), (1, 0)):  # never evicted / evicted and restored / evicted, dropped
+        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=slots, host_budget_mb=host_mb)
+        await engine.start()
+        try:
+            results[(slots, host_mb)] = (await run_turns(engine, plan), engine.stats())
+        finally:
+            await engine.close()
+    kept, restored, rebuilt = results[(2, 0)], results[(1, 64)], results[(1, 0)]
+    texts = lambda r: [t for t, _ in r[0]]  # noqa: E731
+    assert texts(restored) == texts(kept) == texts(rebuilt)
+    assert restored[1]["kv_restored"] == 2 and restored[1]["evictions"] == 3  # a, b, a out; a, b back
+    # Restored sessions prefill only the new line, like sessions that were never evicted.
+    assert restored[1]["prefilled_tokens"] == kept[1]["prefilled_tokens"]
+    assert rebuilt[1]["prefilled_tokens"] > kept[1]["prefilled_tokens"]
+    assert rebuilt[1]["kv_restored"] == 0
+
+
+async def test_host_kv_stays_within_its_budget(bundled_model):
+    from rtserver.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, host_budget_mb=1)
+    await engine.start()
+    try:
+        await run_turns(engine, [("a", "Hello!")])
+        one_session = state_size(engine)
+        engine.host_budget = int(one_session * 2.5)  # room for two evicted sessions, not three
+        await run_turns(engine, [(k, "Hello!") for k in "bcd"])  # evicts a, b, c
+        stats = engine.stats()
+        assert stats["kv_saved"] == 3 and stats["kv_dropped"] == 1
+        assert engine._host_bytes <= engine.host_budget
+        assert list(engine._host) == ["b", "c"]  # the oldest went first
+    finally:
+        await engine.close()
+
+
+def state_size(engine) -> int:
+    import llama_cpp
+
+    slot = next(iter(engine._slots.values()))
+    return int(llama_cpp.llama_state_seq_get_size(engine.ctx, slot.seq))
