@@ -19,6 +19,7 @@ from rtprotocol import FrameLog, encode_msgpack
 from rtprotocol import frames as F
 
 from .engine.base import Finish, Message, Request, Token
+from .engine.grammar import parses, schema_to_grammar
 from .errors import ClientError
 from .history import History, TurnNode
 from .pipeline import Handler, TurnContext
@@ -32,9 +33,10 @@ class Subscriber(Protocol):
 
 
 class RunningTurn:
-    def __init__(self, node: TurnNode, request: Request) -> None:
+    def __init__(self, node: TurnNode, request: Request, structured: bool = False) -> None:
         self.node = node
         self.request = request
+        self.structured = structured  # the reply is constrained to a JSON schema; turn.end says if it parses
         self.text: list[str] = []
         self.task: asyncio.Task[None] | None = None
 
@@ -179,7 +181,15 @@ class SessionManager:
 
     # --- turns ------------------------------------------------------------------------------------------------
 
-    def start_turn(self, s: Session, kind: str, user: str | None, params: dict[str, Any], frame_id: Any) -> None:
+    def start_turn(
+        self,
+        s: Session,
+        kind: str,
+        user: str | None,
+        params: dict[str, Any],
+        frame_id: Any,
+        schema: dict[str, Any] | None = None,
+    ) -> None:
         if s.running:
             raise ClientError(
                 "a turn is running; wait for turn.end, cancel it, or say with interrupt: true", code="turn_running"
@@ -210,9 +220,10 @@ class SessionManager:
             seed=p.get("seed"),
             max_tokens=int(p["max_tokens"]),
             stop=list(p.get("stop") or ()),
+            grammar=schema_to_grammar(schema) if schema is not None else None,
         )
         node = h.new_turn(kind, user, parent)
-        turn = s.running = RunningTurn(node, request)
+        turn = s.running = RunningTurn(node, request, structured=schema is not None)
         start = F.turn_start(s.sid, 0, node.tid, kind, parent)  # type: ignore[arg-type]
         if frame_id is not None:
             start["id"] = frame_id
@@ -252,6 +263,8 @@ class SessionManager:
         frame = F.turn_end(s.sid, 0, node.tid, finish.reason, node.usage, timings)  # type: ignore[arg-type]
         if finish.error:
             frame["error"] = finish.error
+        if turn.structured:
+            frame["parsed"] = parses(node.reply)
         s.emit(frame)
         log.info("turn", sid=s.sid, tid=node.tid, kind=node.kind, reason=finish.reason, **node.usage, **timings)
 

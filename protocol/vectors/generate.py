@@ -34,6 +34,19 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
     ),
     ("say", {"t": "say", "id": 6, "sid": "q1W2e3R4t5Y6u7I8o9P0aA", "text": "Hello! Any work?"}),
     ("say_interrupt", {"t": "say", "id": 7, "text": "Wait, stop.", "interrupt": True, "params": {"stop": ["\n"]}}),
+    (
+        "say_schema",
+        {
+            "t": "say",
+            "id": 15,
+            "text": "Any work?",
+            "schema": {
+                "type": "object",
+                "properties": {"line": {"type": "string"}, "emotion": {"enum": ["happy", "angry"]}},
+                "required": ["line", "emotion"],
+            },
+        },
+    ),
     ("cancel", {"t": "cancel", "id": 8}),
     ("regenerate", {"t": "regenerate", "id": 9, "params": {"seed": 1}}),
     ("continue", {"t": "continue", "id": 10}),

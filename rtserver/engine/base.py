@@ -48,6 +48,7 @@ class Request:
     seed: int | None = None
     max_tokens: int = 256
     stop: list[str] = field(default_factory=list)
+    grammar: str | None = None  # GBNF constraining the reply (from a JSON schema: engine/grammar.py)
     cancel: CancelFlag = field(default_factory=CancelFlag)
 
 

@@ -509,6 +509,13 @@ class LlamaEngine:
 
     def _sampler(self, request: Request) -> Any:
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
+        if request.grammar is not None:
+            assert self.model is not None
+            grammar = C.llama_sampler_init_grammar(self.model.vocab, request.grammar.encode(), b"root")
+            if not grammar:
+                C.llama_sampler_free(chain)
+                raise EngineError("llama.cpp rejected the grammar")
+            C.llama_sampler_chain_add(chain, grammar)
         if request.temperature <= 0:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
         else:

@@ -234,3 +234,44 @@ def state_size(engine) -> int:
 
     slot = next(iter(engine._slots.values()))
     return int(llama_cpp.llama_state_seq_get_size(engine.ctx, slot.seq))
+
+
+NPC_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "line": {"type": "string", "maxLength": 80},
+        "emotion": {"type": "string", "enum": ["happy", "angry", "sad", "neutral"]},
+        "choices": {"type": "array", "items": {"type": "string", "maxLength": 30}, "maxItems": 3},
+    },
+    "required": ["line", "emotion", "choices"],
+}
+
+
+async def test_schema_constrained_replies_always_parse(model_server):
+    import json
+
+    async with Client(model_server.url) as c:
+        for seed in range(8):
+            s = await c.open_session(persona=PERSONA, params={"seed": seed, "temperature": 1.0, "max_tokens": 200})
+            turn = await s.say("Any news?", schema=NPC_SCHEMA)
+            pieces = [p async for p in turn]  # streamed as generated, like any reply
+            r = await turn.result()
+            assert r.reason == "stop" and r.parsed is True and len(pieces) > 3
+            reply = json.loads(r.text)
+            assert set(reply) == {"line", "emotion", "choices"}
+            assert reply["emotion"] in NPC_SCHEMA["properties"]["emotion"]["enum"]
+            assert isinstance(reply["choices"], list) and len(reply["choices"]) <= 3
+            # Without the schema the same model answers in plain prose.
+            plain = await (await s.say("Any news?")).result()
+            assert plain.parsed is None and not plain.text.lstrip().startswith("{")
+
+
+async def test_a_schema_that_cannot_be_a_grammar_is_refused(model_server):
+    from rtclient import RtClientError
+
+    async with Client(model_server.url) as c:
+        s = await c.open_session()
+        with pytest.raises(RtClientError) as info:
+            await s.say("hi", schema={"type": "nonsense"})
+        assert info.value.code == "bad_field" and "schema" in info.value.message
+        assert (await (await s.say("Hello!")).result()).reason == "stop"  # the session is intact

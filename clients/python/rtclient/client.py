@@ -50,6 +50,7 @@ class TurnResult:
     timings: dict[str, Any] = field(default_factory=dict)
     cache: str = "miss"
     error: str | None = None
+    parsed: bool | None = None  # for a turn with a schema: whether the reply parsed as JSON
 
 
 class Turn:
@@ -127,8 +128,17 @@ class Session:
         await turn._started
         return turn
 
-    async def say(self, text: str, *, params: dict[str, Any] | None = None, interrupt: bool = False) -> Turn:
-        return await self._turn("say", text=text, params=params, interrupt=interrupt or None)
+    async def say(
+        self,
+        text: str,
+        *,
+        params: dict[str, Any] | None = None,
+        interrupt: bool = False,
+        schema: dict[str, Any] | None = None,
+    ) -> Turn:
+        """Start a turn. With ``schema`` (a JSON schema) the reply is constrained to it; ``TurnResult.parsed``
+        says whether it parsed as JSON."""
+        return await self._turn("say", text=text, params=params, interrupt=interrupt or None, schema=schema)
 
     async def regenerate(self, *, params: dict[str, Any] | None = None) -> Turn:
         return await self._turn("regenerate", params=params)
@@ -181,6 +191,7 @@ class Session:
                         f.get("timings", {}),
                         f.get("cache", "miss"),
                         f.get("error"),
+                        f.get("parsed"),
                     )
                 )
         elif t == "session.updated":
