@@ -91,7 +91,9 @@ def main() -> None:
     out: dict[str, list[dict[str, object]]] = {"rtserver": [], "bare_websockets": []}
     for _ in range(a.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            proc, url = start_rtserver(["--engine", "scripted", "--scripted-rate", "0"], a.server_cpus, Path(tmp))
+            proc, url = start_rtserver(
+                ["--engine", "scripted", "--scripted-rate", "0", "--slots", "64"], a.server_cpus, Path(tmp)
+            )
             try:
                 out["rtserver"].append(measure(url, proc.pid, a.sessions, True, a.client_cpus))
             finally:

@@ -33,6 +33,7 @@ def window(a: argparse.Namespace) -> list[str]:
 def one_rtserver(a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         args = ["--engine", "scripted", "--scripted-rate", str(a.rate), "--scripted-words", "100000"]
+        args += ["--slots", str(a.sessions)]  # the scripted engine streams every session at once
         proc, url = start_rtserver(args, a.server_cpus, Path(tmp), env={"RTSERVER_SCRIPTED_STAMP": "1"})
         try:
             load = ["-m", "bench.load", "--url", url, "--turns", "1", "--think", "0", "--stamped"]

@@ -20,7 +20,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from .errors import ClientError, to_error_frame
+from .errors import Busy, ClientError, to_error_frame
 from .session import Session
 
 if TYPE_CHECKING:
@@ -161,7 +161,7 @@ class Connection:
             frame = validate_client_frame(self.codec.decode(message))
             frame_id = frame.get("id")
             await self._dispatch(frame)
-        except (ProtocolError, ClientError) as exc:
+        except (ProtocolError, ClientError, Busy) as exc:
             self.send(to_error_frame(exc, frame_id=frame_id))
             if isinstance(exc, ProtocolError):
                 self.bad_frames += 1

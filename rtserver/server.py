@@ -28,6 +28,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from . import __version__
+from .admission import Admission
 from .connection import CLOSE_TIMEOUT, Connection
 from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
@@ -43,7 +44,9 @@ log = structlog.get_logger("rtserver")
 def make_engines(settings: Settings) -> dict[str, Engine]:
     if settings.engine == "scripted":
         return {
-            name: ScriptedEngine(settings.scripted_rate, settings.scripted_words, settings.scripted_stamp)
+            name: ScriptedEngine(
+                settings.scripted_rate, settings.scripted_words, settings.scripted_stamp, capacity=settings.slots
+            )
             for name in settings.model_paths()
         }
     from .engine.llama import LlamaEngine
@@ -78,6 +81,10 @@ class Server:
             default_params=settings.default_params(),
             resume_grace=settings.resume_grace,
             max_text=settings.max_text,
+            admission={
+                name: Admission(engine.capacity, settings.max_queued_turns, settings.max_queue_wait)
+                for name, engine in self.engines.items()
+            },
         )
         self.connections: set[Connection] = set()
         self.frames_closed = 0  # frames sent by connections already gone; live ones are summed on scrape

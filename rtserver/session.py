@@ -18,6 +18,7 @@ import structlog
 from rtprotocol import FrameLog, encode_msgpack
 from rtprotocol import frames as F
 
+from .admission import Admission
 from .engine.base import Finish, Message, Request, Token
 from .engine.grammar import parses, schema_to_grammar
 from .errors import ClientError
@@ -122,6 +123,7 @@ class SessionManager:
         default_params: dict[str, Any],
         resume_grace: float,
         max_text: int,
+        admission: dict[str, Admission],
     ) -> None:
         self.store = store
         self.handler = handler
@@ -129,6 +131,7 @@ class SessionManager:
         self.default_params = default_params
         self.resume_grace = resume_grace
         self.max_text = max_text
+        self.admission = admission  # per model
         self.sessions: dict[str, Session] = {}
 
     async def load(self) -> None:
@@ -222,6 +225,7 @@ class SessionManager:
             stop=list(p.get("stop") or ()),
             grammar=schema_to_grammar(schema) if schema is not None else None,
         )
+        self.admission[s.data.model].admit()  # raises Busy: nothing has started, nothing to undo
         node = h.new_turn(kind, user, parent)
         turn = s.running = RunningTurn(node, request, structured=schema is not None)
         start = F.turn_start(s.sid, 0, node.tid, kind, parent)  # type: ignore[arg-type]
@@ -254,6 +258,7 @@ class SessionManager:
             s.history.commit(node)
         s.running = None
         end = time.perf_counter()
+        self.admission[s.data.model].done(end - ctx.started)
         ttft = (ctx.first_token - ctx.started) * 1000 if ctx.first_token else None
         timings = {
             "queue_ms": round(finish.queue_ms, 3),

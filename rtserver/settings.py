@@ -29,6 +29,8 @@ class Settings:
     scripted_stamp: bool = False  # benchmarks: each token is the engine's time.monotonic() when it was produced
     n_ctx: int = 2048  # context per session sequence
     slots: int = 8  # sessions whose KV stays in the context at once
+    max_queued_turns: int = 64  # turns waiting for an engine place beyond `slots`; more get `busy` at once
+    max_queue_wait: float = 10.0  # seconds a new turn may expect to wait before it gets `busy` at once
     kv_host_mb: int = 256  # evicted sessions' KV kept in host memory (restored, not recomputed); 0 = off
     threads: int = 0  # llama.cpp threads; 0 = all cores
     flash_attn: str = "off"  # llama.cpp flash attention: off (fastest on CPU, measured) | on | auto (GPU builds)
@@ -128,6 +130,7 @@ def _validate(s: Settings) -> None:
     need(bool(s.tls_cert) == bool(s.tls_key), "tls_cert and tls_key go together: give both or neither")
     need(s.slots >= 1, "slots must be at least 1")
     need(s.kv_host_mb >= 0, "kv_host_mb must be >= 0")
+    need(s.max_queued_turns >= 0 and s.max_queue_wait >= 0, "max_queued_turns and max_queue_wait must be >= 0")
     need(s.flash_attn in ("off", "on", "auto"), f"flash_attn must be off, on or auto, got {s.flash_attn!r}")
     need(s.n_ctx >= 128, "n_ctx must be at least 128")
     for key in ("frame_log", "send_queue", "max_frame_bytes", "max_text", "max_tokens", "max_sessions_per_connection"):

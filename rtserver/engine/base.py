@@ -72,6 +72,7 @@ Event = Token | Finish
 
 class Engine(Protocol):
     name: str
+    capacity: int  # turns it runs at once; admission (rtserver/admission.py) queues or refuses the rest
 
     def generate(self, request: Request) -> AsyncIterator[Event]: ...
 

@@ -154,6 +154,7 @@ class LlamaEngine:
     ) -> None:
         self.path, self.name = path, name
         self.n_ctx_seq, self.n_slots, self.n_batch = n_ctx, slots, n_batch
+        self.capacity = slots  # turns decoded at once
         self.prefill_chunk = min(prefill_chunk, n_batch)
         self.n_threads = n_threads or os.cpu_count() or 2
         self.flash_attn = {

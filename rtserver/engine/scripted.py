@@ -44,8 +44,10 @@ WORDS = (
 class ScriptedEngine:
     name = "scripted"
 
-    def __init__(self, rate: float = 20.0, words: int = 12, stamp: bool = False) -> None:
+    def __init__(self, rate: float = 20.0, words: int = 12, stamp: bool = False, capacity: int = 8) -> None:
         self.rate, self.words, self.stamp = rate, words, stamp
+        self.capacity = capacity  # turns it runs at once, like a real engine's places; the rest wait
+        self._places = asyncio.Semaphore(capacity)
         self.generated_tokens = 0
         self.turns = 0
 
@@ -73,6 +75,12 @@ class ScriptedEngine:
             yield " " + rng.choice(WORDS)
 
     async def generate(self, request: Request) -> AsyncIterator[Event]:
+        submitted = time.monotonic()
+        async with self._places:
+            async for event in self._generate(request, (time.monotonic() - submitted) * 1000):
+                yield event
+
+    async def _generate(self, request: Request, queue_ms: float) -> AsyncIterator[Event]:
         self.turns += 1
         started = time.monotonic()
         stop = StopMatcher(request.stop)
@@ -103,5 +111,8 @@ class ScriptedEngine:
             if tail := stop.flush():
                 yield Token(tail)
         yield Finish(
-            reason, prompt_tokens=sum(len(m.content) for m in request.messages) // 4, completion_tokens=produced
+            reason,
+            queue_ms=queue_ms,
+            prompt_tokens=sum(len(m.content) for m in request.messages) // 4,
+            completion_tokens=produced,
         )

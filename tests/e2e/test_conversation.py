@@ -477,3 +477,20 @@ async def test_client_that_cannot_reconnect_fails_instead_of_hanging(start_serve
             await (await s.say("anyone?")).result()
         with pytest.raises(ConnectionLost):
             await s.say("still?")
+
+
+async def test_busy_is_answered_at_once_when_the_queue_is_full(start_server):
+    srv = start_server(
+        "--engine", "scripted", "--scripted-rate", "20", "--slots", "1", env={"RTSERVER_MAX_QUEUED_TURNS": "1"}
+    )
+    async with Client(srv.url) as c:
+        a, b, x = [await c.open_session() for _ in range(3)]
+        first = await a.say("one")  # runs
+        second = await b.say("two")  # waits for the only place
+        with pytest.raises(RtClientError) as info:
+            await x.say("three")
+        assert info.value.code == "busy" and info.value.retry_after >= 1
+        r1, r2 = await first.result(), await second.result()
+        assert (r1.reason, r2.reason) == ("stop", "stop")
+        assert r2.timings["queue_ms"] > 0
+        assert (await (await x.say("now")).result()).reason == "stop"  # room again: admitted

@@ -1,0 +1,49 @@
+"""Admission: the one place that decides whether a new turn may start or gets ``busy`` at once.
+
+A turn that would wait longer than ``max_wait`` for the engine (or would join a queue already ``max_queued``
+long) is refused immediately with ``error{code: busy, retry_after}`` instead of leaving the player to find out.
+The expected wait is the number of turns ahead of it, per engine place, times the recent average turn time.
+Pure bookkeeping, no clock of its own: callers report how long each turn took.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .errors import Busy
+
+
+class Admission:
+    def __init__(self, capacity: int, max_queued: int, max_wait: float, *, smoothing: float = 0.2) -> None:
+        self.capacity = capacity  # turns the engine runs at once
+        self.max_queued = max_queued
+        self.max_wait = max_wait
+        self.smoothing = smoothing
+        self.running = 0  # admitted and not yet ended (running or waiting for the engine)
+        self.turn_seconds = 0.0  # moving average of recent turn durations
+
+    def expected_wait(self) -> float:
+        """Seconds a turn admitted now would wait for an engine place."""
+        ahead = self.running - self.capacity + 1
+        if ahead <= 0:
+            return 0.0
+        return math.ceil(ahead / self.capacity) * self.turn_seconds
+
+    def admit(self) -> None:
+        queued = max(0, self.running - self.capacity + 1)
+        wait = self.expected_wait()
+        if queued > self.max_queued or wait > self.max_wait:
+            retry = max(wait, self.turn_seconds, 1.0)
+            raise Busy(
+                f"the server is at capacity ({self.running} turns for {self.capacity} places); "
+                f"retry in about {retry:.0f} s",
+                retry_after=round(retry, 1),
+            )
+        self.running += 1
+
+    def done(self, seconds: float) -> None:
+        self.running -= 1
+        if self.turn_seconds == 0.0:
+            self.turn_seconds = seconds
+        else:
+            self.turn_seconds += self.smoothing * (seconds - self.turn_seconds)
