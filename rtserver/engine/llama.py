@@ -179,6 +179,8 @@ class LlamaEngine:
             "generated_tokens": 0,
             "turns": 0,
             "evictions": 0,
+            "context_shifts": 0,
+            "shifted_out_tokens": 0,
             "kv_saved": 0,
             "kv_restored": 0,
             "kv_dropped": 0,
@@ -211,6 +213,7 @@ class LlamaEngine:
         if not self.ctx:
             raise ConfigError(f"llama.cpp could not create a context of {p.n_ctx} tokens for {self.path}")
         self._mem = C.llama_get_memory(self.ctx)
+        self._can_shift = bool(C.llama_memory_can_shift(self._mem))
         self._batch = C.llama_batch_init(self.n_batch, 0, 1)
 
     async def close(self) -> None:
@@ -364,11 +367,9 @@ class LlamaEngine:
     def _start(self, job: _Job, slot: _Slot) -> _Seq:
         request = job.request
         prompt = self._prompt(request)
-        keep = 0
-        for a, b in zip(slot.tokens, prompt, strict=False):
-            if a != b:
-                break
-            keep += 1
+        keep = _common_prefix(slot.tokens, prompt)
+        if keep < len(prompt) - 1 and self._can_shift:
+            keep = self._shift(slot, prompt, keep)
         keep = min(keep, len(prompt) - 1)  # at least one token is decoded, for fresh logits
         C.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
         del slot.tokens[keep:]
@@ -386,6 +387,29 @@ class LlamaEngine:
             queue_ms=job.queue_ms(),
             emitted_upto=keep,
         )
+
+    def _shift(self, slot: _Slot, prompt: list[int], keep: int) -> int:
+        """Context shift. When the oldest turns were left out of the prompt to make it fit (``_prompt``), the
+        sequence still holds them after the persona. Remove that span from the KV and move what follows back
+        (llama.cpp re-rotates the keys), instead of prefilling the rest of the story again, as KoboldCpp and
+        llama-server do. The kept turns' KV was computed with the dropped ones in view: an approximation
+        that lets a story go on indefinitely at the cost of one small prefill per turn."""
+        held, want = slot.tokens, prompt[keep:]
+        best_at, best_len = 0, 0
+        for at in range(keep + 1, len(held)):
+            if held[at] == want[0]:
+                n = _common_prefix(held[at:], want)
+                if n > best_len:
+                    best_at, best_len = at, n
+        if best_len < min(16, len(want)):
+            return keep  # no long enough run to keep: prefill as usual
+        gap = best_at - keep
+        C.llama_memory_seq_rm(self._mem, slot.seq, keep, best_at)
+        C.llama_memory_seq_add(self._mem, slot.seq, best_at, -1, -gap)
+        del held[keep:best_at]
+        self.counters["context_shifts"] += 1
+        self.counters["shifted_out_tokens"] += gap
+        return _common_prefix(held, prompt)
 
     def _step(self, active: list[_Seq]) -> None:
         for q in [q for q in active if q.job.request.cancel.is_set()]:
@@ -525,3 +549,12 @@ class LlamaEngine:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(request.temperature))
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
+
+
+def _common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n

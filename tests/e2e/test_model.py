@@ -275,3 +275,31 @@ async def test_a_schema_that_cannot_be_a_grammar_is_refused(model_server):
             await s.say("hi", schema={"type": "nonsense"})
         assert info.value.code == "bad_field" and "schema" in info.value.message
         assert (await (await s.say("Hello!")).result()).reason == "stop"  # the session is intact
+
+
+async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model):
+    from rtserver.engine.llama import LlamaEngine
+
+    lines = [
+        "Hello!",
+        "What do you sell?",
+        "Any news?",
+        "Tell me a story.",
+        "Do you have any work for me?",
+        "I'll do it.",
+        "How are you?",
+        "Tell me about this place.",
+    ]
+    engine = LlamaEngine(bundled_model, n_ctx=256, slots=1)
+    await engine.start()
+    try:
+        results = await run_turns(engine, [("s", lines[i % len(lines)]) for i in range(80)])
+        stats = engine.stats()
+    finally:
+        await engine.close()
+    total = sum(f.prompt_tokens + f.completion_tokens for _, f in results)
+    assert total > 10 * 256  # the conversation is ten contexts long
+    assert all(text.strip() and f.reason == "stop" for text, f in results)  # and it keeps going, cleanly
+    assert stats["context_shifts"] > 40
+    # Each turn prefills about its new line, not the whole window again.
+    assert stats["prefilled_tokens"] < sum(f.prompt_tokens for _, f in results) / 4

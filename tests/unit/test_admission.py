@@ -1,4 +1,5 @@
 import pytest
+
 from rtserver.admission import Admission
 from rtserver.errors import Busy
 
