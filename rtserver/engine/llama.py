@@ -45,6 +45,7 @@ _quiet_log = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void
 
 
 _backend_ready = False
+MIN_SHARED_PREFIX = 16  # tokens another sequence must hold beyond our own before copying its KV pays
 
 
 def _init_backend() -> None:
@@ -179,6 +180,7 @@ class LlamaEngine:
             "generated_tokens": 0,
             "turns": 0,
             "evictions": 0,
+            "shared_prefix_tokens": 0,
             "context_shifts": 0,
             "shifted_out_tokens": 0,
             "kv_saved": 0,
@@ -370,6 +372,7 @@ class LlamaEngine:
         keep = _common_prefix(slot.tokens, prompt)
         if keep < len(prompt) - 1 and self._can_shift:
             keep = self._shift(slot, prompt, keep)
+        keep = self._share_prefix(slot, prompt, keep)
         keep = min(keep, len(prompt) - 1)  # at least one token is decoded, for fresh logits
         C.llama_memory_seq_rm(self._mem, slot.seq, keep, -1)
         del slot.tokens[keep:]
@@ -387,6 +390,31 @@ class LlamaEngine:
             queue_ms=job.queue_ms(),
             emitted_upto=keep,
         )
+
+    def _share_prefix(self, slot: _Slot, prompt: list[int], keep: int) -> int:
+        """A persona shared by many sessions (the same NPC) is prefilled once: a session that holds less of its
+        prompt than another sequence does copies that sequence's KV (the state blob, cut to the shared prefix)
+        instead of computing it again."""
+        best, best_len = None, keep + MIN_SHARED_PREFIX - 1
+        for other in self._slots.values():
+            if other is not slot:
+                n = _common_prefix(other.tokens, prompt)
+                if n > best_len:
+                    best, best_len = other, n
+        if best is None:
+            return keep
+        best_len = min(best_len, len(prompt) - 1)
+        size = C.llama_state_seq_get_size(self.ctx, best.seq)
+        buf = (ctypes.c_uint8 * size)()
+        written = C.llama_state_seq_get_data(self.ctx, buf, size, best.seq)
+        C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+        if not written or C.llama_state_seq_set_data(self.ctx, buf, written, slot.seq) != written:
+            slot.tokens = []
+            return 0
+        C.llama_memory_seq_rm(self._mem, slot.seq, best_len, -1)
+        slot.tokens = best.tokens[:best_len]
+        self.counters["shared_prefix_tokens"] += best_len - keep
+        return best_len
 
     def _shift(self, slot: _Slot, prompt: list[int], keep: int) -> int:
         """Context shift. When the oldest turns were left out of the prompt to make it fit (``_prompt``), the

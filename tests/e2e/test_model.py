@@ -303,3 +303,37 @@ async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model):
     assert stats["context_shifts"] > 40
     # Each turn prefills about its new line, not the whole window again.
     assert stats["prefilled_tokens"] < sum(f.prompt_tokens for _, f in results) / 4
+
+
+async def test_a_shared_persona_is_prefilled_once_and_copied(bundled_model):
+    import os
+
+    from rtserver.engine.base import Message
+    from rtserver.engine.llama import LlamaEngine
+
+    plan = [("a", "Hello!"), ("b", "Any news?"), ("c", "Tell me a story.")]
+    shared = LlamaEngine(bundled_model, n_ctx=1024, slots=4)
+    await shared.start()
+    try:
+        together = await run_turns(shared, plan)
+        stats = shared.stats()
+        prompts = [
+            shared.model.tokenize(shared.model.template.render([Message("system", PERSONA), Message("user", line)]))
+            for _, line in plan
+        ]
+    finally:
+        await shared.close()
+    alone = []
+    for key, line in plan:  # each session on an engine of its own: nothing to copy from
+        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+        await engine.start()
+        try:
+            alone += await run_turns(engine, [(key, line)])
+        finally:
+            await engine.close()
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    common = [len(os.path.commonprefix([prompts[0], p])) for p in prompts[1:]]
+    assert min(common) > 20  # the persona and the chat markup around it
+    # b and c copied that much KV from a's sequence instead of prefilling it
+    assert [f.reused_tokens for _, f in together] == [0, *common]
+    assert stats["shared_prefix_tokens"] == sum(common)
