@@ -92,12 +92,24 @@ def main() -> None:
     p.add_argument("--train", type=Path, default=Path("build/train"))
     p.add_argument("--tokenizer", type=Path, default=Path("training/tokenizer.json"))
     p.add_argument("--out", type=Path, default=Path("rtserver/models"))
+    p.add_argument(
+        "--types",
+        default="q8_0",
+        help="comma-separated quantizations to write beside F16: q8_0, q4_0, "
+        "q4_k_m (only q8_0 ships; the others are for measuring)",
+    )
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     f16 = write_f16(a.train, a.tokenizer, a.out)
     import llama_cpp
 
-    quantize(f16, a.out / f"{NAME}-q8_0.gguf", llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0)
+    ftypes = {
+        "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+        "q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0,
+        "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
+    }
+    for name in a.types.split(","):
+        quantize(f16, a.out / f"{NAME}-{name}.gguf", ftypes[name])
     for f in sorted(a.out.glob(f"{NAME}-*.gguf")):
         print(f"{f}: {f.stat().st_size / 1e6:.1f} MB")
 
