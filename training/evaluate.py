@@ -59,15 +59,22 @@ def perplexity(model: Path, text: str, window: int = 512) -> float:
     from llama_cpp import Llama
 
     llm = Llama(str(model), n_ctx=window, logits_all=True, verbose=False)
-    ids = llm.tokenize(text.encode(), add_bos=False, special=True)
+    try:
+        return _perplexity(llm, text, window)
+    finally:
+        llm.close()  # its threads would otherwise slow every measurement after it
+
+
+def _perplexity(llm: object, text: str, window: int) -> float:
+    ids = llm.tokenize(text.encode(), add_bos=False, special=True)  # type: ignore[attr-defined]
     nll, count = 0.0, 0
     for start in range(0, len(ids) - 1, window):
         chunk = ids[start : start + window]
         if len(chunk) < 2:
             break
-        llm.reset()
-        llm.eval(chunk)
-        logits = np.asarray(llm.scores[: len(chunk)], dtype=np.float64)
+        llm.reset()  # type: ignore[attr-defined]
+        llm.eval(chunk)  # type: ignore[attr-defined]
+        logits = np.asarray(llm.scores[: len(chunk)], dtype=np.float64)  # type: ignore[attr-defined]
         logits -= logits.max(axis=1, keepdims=True)
         logp = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
         nll -= float(logp[np.arange(len(chunk) - 1), chunk[1:]].sum())
@@ -129,25 +136,49 @@ def main() -> None:
     p.add_argument("--prompts", type=int, default=500)
     p.add_argument("--conversations", type=int, default=300, help="held-out conversations for perplexity")
     a = p.parse_args()
+    models = a.model or [Path("rtserver/models/rtserver-tiny-q8_0.gguf")]
+    if len(models) > 1:
+        # One process per model: measured in one process, every model after the first ran at a third of its
+        # speed (llama.cpp state left behind by the first), which made the tokens/s column meaningless.
+        import subprocess
+        import sys
+
+        for model in models:
+            args = [
+                sys.executable,
+                "-m",
+                "training.evaluate",
+                "--model",
+                str(model),
+                "--tokenizer",
+                str(a.tokenizer),
+                "--prompts",
+                str(a.prompts),
+                "--conversations",
+                str(a.conversations),
+            ]
+            subprocess.run(args, check=True)
+        return
     text = heldout_text(a.conversations)
     prompts = heldout_prompts(a.prompts)
-    for model in a.model or [Path("rtserver/models/rtserver-tiny-q8_0.gguf")]:
-        rate, tps, bad = asyncio.run(replies(model, prompts))
-        print(
-            json.dumps(
-                {
-                    "model": model.name,
-                    "size_mb": round(model.stat().st_size / 1e6, 2),
-                    "perplexity": round(perplexity(model, text), 4),
-                    "perplexity_2048_window": round(perplexity(model, text, window=2048), 4),
-                    "well_formed": round(rate, 4),
-                    "prompts": len(prompts),
-                    "tokens_per_s": round(tps, 1),
-                    "tokenizer_agrees": tokenizer_agreement(model, a.tokenizer, text),
-                    "bad_examples": bad[:5],
-                }
-            )
-        )
+    model = models[0]
+    rate, tps, bad = asyncio.run(replies(model, prompts))
+    print(
+        json.dumps(
+            {
+                "model": model.name,
+                "size_mb": round(model.stat().st_size / 1e6, 2),
+                "perplexity": round(perplexity(model, text), 4),
+                "perplexity_2048_window": round(perplexity(model, text, window=2048), 4),
+                "well_formed": round(rate, 4),
+                "prompts": len(prompts),
+                "tokens_per_s": round(tps, 1),
+                "tokenizer_agrees": tokenizer_agreement(model, a.tokenizer, text),
+                "bad_examples": bad[:5],
+            }
+        ),
+        flush=True,
+    )
 
 
 if __name__ == "__main__":
