@@ -24,13 +24,16 @@ CHAT_TEMPLATE = (
 NAME = "rtserver-tiny"
 
 
-def write_tokenizer(w: gguf.GGUFWriter, tokenizer: Path) -> None:
+def write_tokenizer(w: gguf.GGUFWriter, tokenizer: Path, pad_to: int = 0) -> int:
+    """Write the tokenizer; with ``pad_to``, add plain tokens (``pad0``, ``pad1``, …, never produced by the
+    tokenizer, printable when sampled) up to that vocabulary size. Returns the vocabulary size."""
     spec = json.loads(tokenizer.read_text())
     vocab: dict[str, int] = spec["model"]["vocab"]
     specials = {t["content"]: t["id"] for t in spec["added_tokens"]}
     tokens = [""] * len(vocab)
     for tok, i in vocab.items():
         tokens[i] = tok
+    tokens += [f"pad{i}" for i in range(max(0, pad_to - len(tokens)))]
     types = [gguf.TokenType.CONTROL if t in specials else gguf.TokenType.NORMAL for t in tokens]
     merges = [m if isinstance(m, str) else " ".join(m) for m in spec["model"]["merges"]]
     w.add_tokenizer_model("gpt2")
@@ -44,6 +47,7 @@ def write_tokenizer(w: gguf.GGUFWriter, tokenizer: Path) -> None:
     w.add_pad_token_id(specials["<|endoftext|>"])
     w.add_add_bos_token(False)
     w.add_chat_template(CHAT_TEMPLATE)
+    return len(tokens)
 
 
 def write_f16(train_dir: Path, tokenizer: Path, out: Path) -> Path:
