@@ -295,17 +295,17 @@ class LlamaEngine:
         busy = {q.job.request.key for q in active}
         while waiting:
             job = waiting[0]
-            with self._lock:
-                abandoned = job.state == "abandoned"
-                if not abandoned:
-                    job.state = "running"
-            if abandoned:
+            if job.state == "abandoned":
                 waiting.popleft()
                 continue
             slot = self._slot(job.request.key, busy)
             if slot is None:
                 return  # every sequence is generating: first come, first served when one frees
             waiting.popleft()
+            with self._lock:  # from here on a cancel is the decoder's to honour, within a step
+                if job.state == "abandoned":
+                    continue
+                job.state = "running"
             busy.add(job.request.key)
             try:
                 active.append(self._start(job, slot))
