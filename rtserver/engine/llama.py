@@ -79,7 +79,9 @@ class Model:
         return buf.value.decode("utf-8", "replace") if n >= 0 else None
 
     def tokenize(self, text: str) -> list[int]:
-        data = text.encode()
+        return self.tokenize_bytes(text.encode())
+
+    def tokenize_bytes(self, data: bytes) -> list[int]:
         cap = len(data) + 8
         arr = (C.llama_token * cap)()
         n = C.llama_tokenize(self.vocab, data, len(data), arr, cap, False, True)
@@ -87,8 +89,8 @@ class Model:
             raise EngineError(f"tokenizer needed {-n} tokens")
         return list(arr[:n])
 
-    def piece(self, token: int) -> bytes:
-        n = C.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, False)
+    def piece(self, token: int, special: bool = False) -> bytes:
+        n = C.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, special)
         return self._piece.raw[:n] if n > 0 else b""
 
     def is_eog(self, token: int) -> bool:
@@ -181,6 +183,7 @@ class LlamaEngine:
             "turns": 0,
             "evictions": 0,
             "shared_prefix_tokens": 0,
+            "text_matched_tokens": 0,
             "context_shifts": 0,
             "shifted_out_tokens": 0,
             "kv_saved": 0,
@@ -368,8 +371,10 @@ class LlamaEngine:
 
     def _start(self, job: _Job, slot: _Slot) -> _Seq:
         request = job.request
-        prompt = self._prompt(request)
+        text, prompt = self._prompt(request)
         keep = _common_prefix(slot.tokens, prompt)
+        if keep < len(slot.tokens) and text is not None:
+            prompt, keep = self._match_text(slot, text, prompt, keep)
         if keep < len(prompt) - 1 and self._can_shift:
             keep = self._shift(slot, prompt, keep)
         keep = self._share_prefix(slot, prompt, keep)
@@ -390,6 +395,23 @@ class LlamaEngine:
             queue_ms=job.queue_ms(),
             emitted_upto=keep,
         )
+
+    def _match_text(self, slot: _Slot, text: bytes, prompt: list[int], keep: int) -> tuple[list[int], int]:
+        """Reuse the sequence's KV as far as its tokens spell the prompt's text, even where those tokens are not
+        how the tokenizer would split that text (a model's samples often are not: re-tokenized, they no longer
+        match and the whole reply would be prefilled again). Only the rest of the text is tokenized anew."""
+        assert self.model is not None
+        pos = held = 0
+        for tok in slot.tokens:
+            piece = self.model.piece(tok, special=True)
+            if not piece or text[pos : pos + len(piece)] != piece:
+                break
+            pos += len(piece)
+            held += 1
+        if held <= keep:
+            return prompt, keep
+        self.counters["text_matched_tokens"] += held - keep
+        return slot.tokens[:held] + self.model.tokenize_bytes(text[pos:]), held
 
     def _share_prefix(self, slot: _Slot, prompt: list[int], keep: int) -> int:
         """A persona shared by many sessions (the same NPC) is prefilled once: a session that holds less of its
@@ -527,38 +549,21 @@ class LlamaEngine:
             )
         )
 
-    def _prompt(self, request: Request) -> list[int]:
-        """Tokens of the prompt; the oldest turns are left out until it fits with room to answer."""
+    def _prompt(self, request: Request) -> tuple[bytes | None, list[int]]:
+        """The prompt's text and tokens; the oldest turns are left out until it fits with room to answer. (The
+        text is None when even the newest turn alone had to be cut.)"""
         assert self.model is not None
         messages = list(request.messages)
         room = min(request.max_tokens, self.n_ctx_seq // 4)
         while True:
-            tokens = self.model.tokenize(self.model.template.render(messages, continue_last=request.continue_last))
+            text = self.model.template.render(messages, continue_last=request.continue_last).encode()
+            tokens = self.model.tokenize_bytes(text)
             if len(tokens) + room <= self.n_ctx_seq:
-                return tokens
+                return text, tokens
             first = 1 if messages and messages[0].role == "system" else 0
             if len(messages) - first <= 1:
-                return tokens[-(self.n_ctx_seq - room) :]
+                return None, tokens[-(self.n_ctx_seq - room) :]
             del messages[first]
-
-    def _decode(self, slot: _Slot, tokens: list[int]) -> None:
-        """Append ``tokens`` to the slot's sequence; logits only for the last one."""
-        b = self._batch
-        for start in range(0, len(tokens), self.n_batch):
-            chunk = tokens[start : start + self.n_batch]
-            pos0 = len(slot.tokens)
-            b.n_tokens = len(chunk)
-            for i, tok in enumerate(chunk):
-                b.token[i] = tok
-                b.pos[i] = pos0 + i
-                b.n_seq_id[i] = 1
-                b.seq_id[i][0] = slot.seq
-                b.logits[i] = 0
-            b.logits[len(chunk) - 1] = 1
-            rc = C.llama_decode(self.ctx, b)
-            if rc != 0:
-                raise EngineError(f"llama_decode returned {rc}")
-            slot.tokens.extend(chunk)
 
     def _sampler(self, request: Request) -> Any:
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())

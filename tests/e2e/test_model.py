@@ -341,3 +341,33 @@ async def test_a_shared_persona_is_prefilled_once_and_copied(bundled_model):
     # b and c copied that much KV from a's sequence instead of prefilling it
     assert [f.reused_tokens for _, f in together] == [0, *common]
     assert stats["shared_prefix_tokens"] == sum(common)
+
+
+async def test_kv_is_reused_by_text_when_samples_do_not_retokenize(tmp_path, bundled_model):
+    """A random-weight model samples token sequences that re-tokenize differently; the engine still reuses the
+    whole history it holds, because it matches the cached tokens against the prompt's text."""
+    from rtserver.engine.llama import LlamaEngine
+    from training.random_gguf import write
+
+    model = write(
+        tmp_path,
+        ROOT / "training" / "tokenizer.json",
+        dim=64,
+        layers=2,
+        heads=4,
+        kv_heads=2,
+        ffn=128,
+        vocab=4000,
+        context=1024,
+        seed=3,
+    )
+    engine = LlamaEngine(model, n_ctx=1024, slots=1)
+    await engine.start()
+    try:
+        (reply, first), (_, second) = await run_turns(engine, [("s", "Hello there!"), ("s", "And then?")])
+        assert engine.model.tokenize(reply) != [] and engine.stats()["text_matched_tokens"] > 0
+    finally:
+        await engine.close()
+    assert first.completion_tokens == 80 and first.reason == "length"  # random weights: it never stops
+    # Everything the sequence held after turn one is reused: its prompt and every sampled token.
+    assert second.reused_tokens >= first.prompt_tokens + first.completion_tokens - 1
