@@ -418,6 +418,8 @@ class LlamaEngine:
         prompt than another sequence does copies that sequence's KV (the state blob, cut to the shared prefix)
         instead of computing it again."""
         best, best_len = None, keep + MIN_SHARED_PREFIX - 1
+        if best_len >= len(prompt):  # a returning session already holds (nearly) all of it: nothing to gain
+            return keep
         for other in self._slots.values():
             if other is not slot:
                 n = _common_prefix(other.tokens, prompt)
