@@ -3,12 +3,16 @@
 A turn that would wait longer than ``max_wait`` for the engine (or would join a queue already ``max_queued``
 long) is refused immediately with ``error{code: busy, retry_after}`` instead of leaving the player to find out.
 The expected wait is the number of turns ahead of it, per engine place, times the recent average turn time.
-Pure bookkeeping, no clock of its own: callers report how long each turn took.
+Turns carry a priority (the engine starts waiting turns highest first): only turns of the same or a higher
+priority are ahead of a new one, so both bounds count just those, and overload sheds low-priority turns (a
+game's background chatter) before the player's. Pure bookkeeping, no clock of its own: callers report how long
+each turn took.
 """
 
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 from .errors import Busy
 
@@ -20,18 +24,23 @@ class Admission:
         self.max_wait = max_wait
         self.smoothing = smoothing
         self.running = 0  # admitted and not yet ended (running or waiting for the engine)
+        self.by_priority: Counter[int] = Counter()  # the same, per priority
         self.turn_seconds = 0.0  # moving average of recent turn durations
 
-    def expected_wait(self) -> float:
-        """Seconds a turn admitted now would wait for an engine place."""
-        ahead = self.running - self.capacity + 1
+    def ahead(self, priority: int = 0) -> int:
+        """Admitted turns a new turn of this priority would not overtake."""
+        return sum(n for p, n in self.by_priority.items() if p >= priority)
+
+    def expected_wait(self, priority: int = 0) -> float:
+        """Seconds a turn of this priority admitted now would wait for an engine place."""
+        ahead = self.ahead(priority) - self.capacity + 1
         if ahead <= 0:
             return 0.0
         return math.ceil(ahead / self.capacity) * self.turn_seconds
 
-    def admit(self) -> None:
-        queued = max(0, self.running - self.capacity + 1)
-        wait = self.expected_wait()
+    def admit(self, priority: int = 0) -> None:
+        queued = max(0, self.ahead(priority) - self.capacity + 1)
+        wait = self.expected_wait(priority)
         if queued > self.max_queued or wait > self.max_wait:
             retry = max(wait, self.turn_seconds, 1.0)
             raise Busy(
@@ -40,9 +49,13 @@ class Admission:
                 retry_after=round(retry, 1),
             )
         self.running += 1
+        self.by_priority[priority] += 1
 
-    def done(self, seconds: float) -> None:
+    def done(self, seconds: float, priority: int = 0) -> None:
         self.running -= 1
+        self.by_priority[priority] -= 1
+        if not self.by_priority[priority]:
+            del self.by_priority[priority]
         if self.turn_seconds == 0.0:
             self.turn_seconds = seconds
         else:

@@ -12,6 +12,9 @@ from prometheus_client.registry import Collector
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
+GAUGES = {"waiting_turns"}  # engine stats that are levels now, not running totals
+
+
 class _EngineCollector(Collector):
     def __init__(self, stats: Callable[[], dict[str, dict[str, int]]]) -> None:
         self._stats = stats
@@ -22,7 +25,7 @@ class _EngineCollector(Collector):
             for key, value in counters.items():
                 fam = fams.get(key)
                 if fam is None:
-                    kind = GaugeMetricFamily if key.startswith("peak_") else CounterMetricFamily
+                    kind = GaugeMetricFamily if key in GAUGES or key.startswith("peak_") else CounterMetricFamily
                     fam = fams[key] = kind(
                         f"rtserver_engine_{key}", f"engine {key.replace('_', ' ')}", labels=["model"]
                     )

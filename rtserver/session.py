@@ -224,8 +224,9 @@ class SessionManager:
             max_tokens=int(p["max_tokens"]),
             stop=list(p.get("stop") or ()),
             grammar=schema_to_grammar(schema) if schema is not None else None,
+            priority=int(p.get("priority", 0)),
         )
-        self.admission[s.data.model].admit()  # raises Busy: nothing has started, nothing to undo
+        self.admission[s.data.model].admit(request.priority)  # raises Busy: nothing has started, nothing to undo
         node = h.new_turn(kind, user, parent)
         turn = s.running = RunningTurn(node, request, structured=schema is not None)
         start = F.turn_start(s.sid, 0, node.tid, kind, parent)  # type: ignore[arg-type]
@@ -258,7 +259,7 @@ class SessionManager:
             s.history.commit(node)
         s.running = None
         end = time.perf_counter()
-        self.admission[s.data.model].done(end - ctx.started)
+        self.admission[s.data.model].done(end - ctx.started, turn.request.priority)
         ttft = (ctx.first_token - ctx.started) * 1000 if ctx.first_token else None
         timings = {
             "queue_ms": round(finish.queue_ms, 3),

@@ -30,6 +30,7 @@ class Params(TypedDict, total=False):
     seed: int
     max_tokens: int
     stop: list[str]
+    priority: int
 
 
 _NUM = (int, float)
@@ -68,7 +69,9 @@ PARAM_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "seed": (int,),
     "max_tokens": (int,),
     "stop": (list,),
+    "priority": (int,),
 }
+PRIORITY_RANGE: Final = (-10, 10)
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -102,6 +105,10 @@ def validate_params(params: Any, *, frame_id: Any = None) -> Params:
         raise ProtocolError("bad_field", "params.max_tokens must be at least 1", frame_id=frame_id)
     if "temperature" in out and out["temperature"] < 0:
         raise ProtocolError("bad_field", "params.temperature must be >= 0", frame_id=frame_id)
+    if "priority" in out and not PRIORITY_RANGE[0] <= out["priority"] <= PRIORITY_RANGE[1]:
+        raise ProtocolError(
+            "bad_field", "params.priority must be an integer from -10 to 10 (higher runs first)", frame_id=frame_id
+        )
     if "top_p" in out and not 0 < out["top_p"] <= 1:
         raise ProtocolError("bad_field", "params.top_p must be in (0, 1]", frame_id=frame_id)
     return out  # type: ignore[return-value]

@@ -49,6 +49,7 @@ class Request:
     max_tokens: int = 256
     stop: list[str] = field(default_factory=list)
     grammar: str | None = None  # GBNF constraining the reply (from a JSON schema: engine/grammar.py)
+    priority: int = 0  # among turns waiting for an engine place, higher goes first; equal ones in arrival order
     cancel: CancelFlag = field(default_factory=CancelFlag)
 
 

@@ -8,7 +8,8 @@ least recently used idle session's sequence is cleared and reused.
 Turns of different sessions run together (continuous batching): each step decodes one batch holding the next
 token of every generating sequence and a bounded chunk of prompt tokens of those prefilling; turns join and
 leave between steps. With a non-unified KV each sequence's output does not depend on which others share its
-batch. A turn that finds every sequence generating waits for one to free (``Finish.queue_ms``).
+batch. A turn that finds every sequence generating waits for one to free (``Finish.queue_ms``); waiting turns
+start highest ``priority`` first, equal priorities in arrival order.
 
 All llama.cpp calls happen on one worker thread (a llama.cpp context is not thread-safe; ``llama_decode``
 releases the GIL, so the event loop stays responsive).
@@ -17,6 +18,7 @@ releases the GIL, so the event loop stays responsive).
 from __future__ import annotations
 
 import asyncio
+import bisect
 import codecs
 import ctypes
 import os
@@ -24,7 +26,7 @@ import queue
 import random
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +124,10 @@ class _Job:
     def queue_ms(self) -> float:
         return (time.perf_counter() - self.submitted) * 1000
 
+    def order(self) -> tuple[int, float]:
+        """Waiting turns start in this order: highest priority first, then first come, first served."""
+        return (-self.request.priority, self.submitted)
+
 
 @dataclass(eq=False)
 class _Seq:
@@ -190,6 +196,7 @@ class LlamaEngine:
             "kv_restored": 0,
             "kv_dropped": 0,
             "peak_batch_sequences": 0,
+            "waiting_turns": 0,  # now: turns waiting for a sequence to free
         }
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -270,11 +277,11 @@ class LlamaEngine:
     # Each step builds one llama.cpp batch: the next token of every sequence that is generating, then prompt
     # tokens of sequences that are prefilling, up to ``prefill_chunk`` of them (so a long prompt does not stall
     # the others' streams for long). New turns join between steps and finished ones leave; a turn that finds
-    # every sequence busy waits (its wait is Finish.queue_ms).
+    # every sequence busy waits (its wait is Finish.queue_ms), in priority order.
 
     def _run(self) -> None:
         active: list[_Seq] = []
-        waiting: deque[_Job] = deque()
+        waiting: list[_Job] = []  # ordered by _Job.order
         while True:
             if not active and not waiting:
                 job = self._jobs.get()  # idle: block until there is work
@@ -288,23 +295,24 @@ class LlamaEngine:
                     break
                 if job is None:
                     return
-                waiting.append(job)
+                bisect.insort(waiting, job, key=_Job.order)
             self._admit(waiting, active)
+            self.counters["waiting_turns"] = len(waiting)
             if active:
                 self.counters["peak_batch_sequences"] = max(self.counters["peak_batch_sequences"], len(active))
                 self._step(active)
 
-    def _admit(self, waiting: deque[_Job], active: list[_Seq]) -> None:
+    def _admit(self, waiting: list[_Job], active: list[_Seq]) -> None:
         busy = {q.job.request.key for q in active}
         while waiting:
             job = waiting[0]
             if job.state == "abandoned":
-                waiting.popleft()
+                waiting.pop(0)
                 continue
             slot = self._slot(job.request.key, busy)
             if slot is None:
-                return  # every sequence is generating: first come, first served when one frees
-            waiting.popleft()
+                return  # every sequence is generating: the first in order starts when one frees
+            waiting.pop(0)
             with self._lock:  # from here on a cancel is the decoder's to honour, within a step
                 if job.state == "abandoned":
                     continue

@@ -3,13 +3,16 @@
 The reply to a user line is ``"You said: <text>."`` followed by ``words`` pseudo-random words drawn from
 the seed and the prompt, emitted one token at a time at ``rate`` tokens/s (0: as fast as possible). With
 ``stamp``, each token is instead the engine's ``time.monotonic()`` when it produced it, so a benchmark client on
-the same machine can measure delivery latency from engine to client.
+the same machine can measure delivery latency from engine to client. Like the llama.cpp engine it runs at most
+``capacity`` turns at once; the rest wait, highest priority first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import heapq
+import itertools
 import random
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -41,13 +44,47 @@ WORDS = (
 )
 
 
+class Places:
+    """At most ``capacity`` holders at once; waiters get in highest priority first, then in arrival order."""
+
+    def __init__(self, capacity: int) -> None:
+        self.free = capacity
+        self._waiters: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrival = itertools.count()
+
+    @property
+    def waiting(self) -> int:
+        return sum(not f.done() for _, _, f in self._waiters)
+
+    async def acquire(self, priority: int) -> None:
+        if self.free and not self.waiting:
+            self.free -= 1
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiters, (-priority, next(self._arrival), fut))
+        try:
+            await fut
+        except asyncio.CancelledError:
+            if fut.done() and not fut.cancelled():
+                self.release()  # the place came as this waiter was cancelled: pass it on
+            raise
+
+    def release(self) -> None:
+        while self._waiters:
+            _, _, fut = heapq.heappop(self._waiters)
+            if not fut.done():
+                fut.set_result(None)  # the place goes straight to the next waiter
+                return
+        self.free += 1
+
+
 class ScriptedEngine:
     name = "scripted"
 
     def __init__(self, rate: float = 20.0, words: int = 12, stamp: bool = False, capacity: int = 8) -> None:
         self.rate, self.words, self.stamp = rate, words, stamp
         self.capacity = capacity  # turns it runs at once, like a real engine's places; the rest wait
-        self._places = asyncio.Semaphore(capacity)
+        self._places = Places(capacity)
         self.generated_tokens = 0
         self.turns = 0
 
@@ -63,6 +100,7 @@ class ScriptedEngine:
             "turns": self.turns,
             "prefilled_tokens": 0,
             "reused_tokens": 0,
+            "waiting_turns": self._places.waiting,
         }
 
     def _script(self, request: Request) -> Iterator[str]:
@@ -76,9 +114,12 @@ class ScriptedEngine:
 
     async def generate(self, request: Request) -> AsyncIterator[Event]:
         submitted = time.monotonic()
-        async with self._places:
+        await self._places.acquire(request.priority)
+        try:
             async for event in self._generate(request, (time.monotonic() - submitted) * 1000):
                 yield event
+        finally:
+            self._places.release()
 
     async def _generate(self, request: Request, queue_ms: float) -> AsyncIterator[Event]:
         self.turns += 1

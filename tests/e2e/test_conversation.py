@@ -494,3 +494,37 @@ async def test_busy_is_answered_at_once_when_the_queue_is_full(start_server):
         assert (r1.reason, r2.reason) == ("stop", "stop")
         assert r2.timings["queue_ms"] > 0
         assert (await (await x.say("now")).result()).reason == "stop"  # room again: admitted
+
+
+async def until_metric(srv, name: str, value: float) -> None:
+    """Poll /metrics until ``name`` reads ``value`` (a condition, with a deadline; not a fixed sleep)."""
+    for _ in range(1000):
+        if await metric(srv, name) == value:
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail(f"{name} never reached {value}")
+
+
+async def test_a_higher_priority_turn_overtakes_waiting_ones(start_server):
+    srv = start_server("--engine", "scripted", "--scripted-rate", "20", "--slots", "1")
+    async with Client(srv.url) as c:
+        busy, low, high = [await c.open_session() for _ in range(3)]
+        hold = await busy.say("hold the only place", params={"max_tokens": 10_000})
+        low_turn = await low.say("background chatter")  # priority 0, first in line
+        high_turn = await high.say("the player's line", params={"priority": 5})
+        await until_metric(srv, "rtserver_engine_waiting_turns", 2)
+        await busy.cancel()
+        assert (await hold.result()).reason == "cancelled"
+        r_low, r_high = await low_turn.result(), await high_turn.result()
+    assert (r_low.reason, r_high.reason) == ("stop", "stop")
+    # First come, first served would start `low` first; priority starts `high` first, so `low` also waits for
+    # the whole of `high`'s turn (15 tokens at 20 tokens/s).
+    assert r_low.timings["queue_ms"] > r_high.timings["queue_ms"] + 500
+
+
+async def test_priority_must_be_in_range(scripted_server):
+    async with Client(scripted_server.url) as c:
+        s = await c.open_session()
+        with pytest.raises(RtClientError) as info:
+            await s.say("hi", params={"priority": 99})
+        assert info.value.code == "bad_field" and "priority" in str(info.value)

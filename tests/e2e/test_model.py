@@ -152,6 +152,43 @@ async def test_cancelling_a_queued_turn_ends_it_without_running_it(bundled_model
         await engine.close()
 
 
+async def test_waiting_turns_start_highest_priority_first(bundled_model):
+    """One sequence, held by a turn that cannot end; a priority-5 turn submitted after a priority-0 one gets the
+    sequence first when it frees."""
+    from rtserver.engine.base import Message, Request, Token
+    from rtserver.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+    await engine.start()
+    try:
+        msgs = [Message("system", PERSONA), Message("user", "Tell me a story.")]
+        # A grammar with no end: the reply never stops by itself, so the only sequence stays taken until cancelled.
+        hold = Request("hold", msgs, temperature=0, max_tokens=100_000, grammar='root ::= "a" root')
+        gen_hold = engine.generate(hold)
+        assert isinstance(await anext(gen_hold), Token)
+        started: list[str] = []
+
+        async def turn(key: str, priority: int) -> None:
+            req = Request(key, msgs, temperature=0, max_tokens=8, priority=priority)
+            async for ev in engine.generate(req):
+                if isinstance(ev, Token) and key not in started:
+                    started.append(key)
+
+        low = asyncio.create_task(turn("low", 0))
+        high = asyncio.create_task(turn("high", 5))
+        for _ in range(1000):  # both submitted and waiting (a condition with a deadline, not a fixed sleep)
+            if engine.stats()["waiting_turns"] == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.stats()["waiting_turns"] == 2
+        hold.cancel.set()
+        [e async for e in gen_hold]
+        await asyncio.gather(low, high)
+        assert started == ["high", "low"]
+    finally:
+        await engine.close()
+
+
 async def test_sixteen_sessions_batched_match_each_alone(start_server, bundled_model):
     """16 multi-turn conversations decoded together in one batch give the same text as each one alone."""
     srv = start_server("--slots", "16")

@@ -43,3 +43,28 @@ def test_averages_turn_times():
         a.admit()
         a.done(seconds)
     assert a.turn_seconds == 3.0 and a.running == 0
+
+
+def test_overload_sheds_low_priority_turns_first():
+    a = Admission(capacity=1, max_queued=1, max_wait=100.0)
+    a.admit(priority=-5)  # background chatter: one running, one waiting
+    a.admit(priority=-5)
+    with pytest.raises(Busy):
+        a.admit(priority=-5)  # a third background line would exceed the queue bound
+    a.admit(priority=5)  # the player's line overtakes both waiting turns: nothing is ahead of it
+    a.admit(priority=5)  # one of the same priority ahead: still within the bound
+    with pytest.raises(Busy):
+        a.admit(priority=5)
+    with pytest.raises(Busy):
+        a.admit()  # priority 0: the two player turns are ahead of it, over the bound
+
+
+def test_priority_bookkeeping_returns_to_empty():
+    a = Admission(capacity=2, max_queued=0, max_wait=0.0)
+    a.admit(priority=3)
+    a.admit(priority=-3)
+    a.done(1.0, priority=3)
+    a.done(1.0, priority=-3)
+    assert a.running == 0 and not a.by_priority
+    a.admit(priority=0)
+    a.admit(priority=0)
