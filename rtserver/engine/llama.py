@@ -423,9 +423,10 @@ class LlamaEngine:
 
     def _share_prefix(self, slot: _Slot, prompt: list[int], keep: int) -> int:
         """A persona shared by many sessions (the same NPC) is prefilled once: a session that holds less of its
-        prompt than another sequence does copies that sequence's KV (the state blob, cut to the shared prefix)
-        instead of computing it again."""
-        best, best_len = None, keep + MIN_SHARED_PREFIX - 1
+        prompt than another sequence, or another session's KV saved in host memory, copies that KV (the state
+        blob, cut to the shared prefix) instead of computing it again."""
+        best: _Slot | tuple[bytes, list[int]] | None = None
+        best_len = keep + MIN_SHARED_PREFIX - 1
         if best_len >= len(prompt):  # a returning session already holds (nearly) all of it: nothing to gain
             return keep
         for other in self._slots.values():
@@ -433,18 +434,27 @@ class LlamaEngine:
                 n = _common_prefix(other.tokens, prompt)
                 if n > best_len:
                     best, best_len = other, n
+        for saved in self._host.values():
+            n = _common_prefix(saved[1], prompt)
+            if n > best_len:
+                best, best_len = saved, n
         if best is None:
             return keep
         best_len = min(best_len, len(prompt) - 1)
-        size = C.llama_state_seq_get_size(self.ctx, best.seq)
-        buf = (ctypes.c_uint8 * size)()
-        written = C.llama_state_seq_get_data(self.ctx, buf, size, best.seq)
+        if isinstance(best, _Slot):
+            size = C.llama_state_seq_get_size(self.ctx, best.seq)
+            buf = (ctypes.c_uint8 * size)()
+            written = C.llama_state_seq_get_data(self.ctx, buf, size, best.seq)
+            tokens = best.tokens
+        else:
+            buf = (ctypes.c_uint8 * len(best[0])).from_buffer_copy(best[0])
+            written, tokens = len(best[0]), best[1]
         C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
         if not written or C.llama_state_seq_set_data(self.ctx, buf, written, slot.seq) != written:
             slot.tokens = []
             return 0
         C.llama_memory_seq_rm(self._mem, slot.seq, best_len, -1)
-        slot.tokens = best.tokens[:best_len]
+        slot.tokens = tokens[:best_len]
         self.counters["shared_prefix_tokens"] += best_len - keep
         return best_len
 

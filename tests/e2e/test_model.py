@@ -346,14 +346,17 @@ async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model):
     assert stats["prefilled_tokens"] < sum(f.prompt_tokens for _, f in results) / 4
 
 
-async def test_a_shared_persona_is_prefilled_once_and_copied(bundled_model):
+@pytest.mark.parametrize("slots", [4, 1], ids=["from-a-sequence", "from-host-memory"])
+async def test_a_shared_persona_is_prefilled_once_and_copied(bundled_model, slots):
+    """With 4 sequences, b and c copy the persona's KV from a's sequence; with 1, a (then b) has been evicted to
+    host memory when the next session starts, and the copy comes from there."""
     import os
 
     from rtserver.engine.base import Message
     from rtserver.engine.llama import LlamaEngine
 
     plan = [("a", "Hello!"), ("b", "Any news?"), ("c", "Tell me a story.")]
-    shared = LlamaEngine(bundled_model, n_ctx=1024, slots=4)
+    shared = LlamaEngine(bundled_model, n_ctx=1024, slots=slots)
     await shared.start()
     try:
         together = await run_turns(shared, plan)
