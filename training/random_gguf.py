@@ -5,6 +5,13 @@ realistic size), then quantized.
     python -m training.random_gguf --out build/models --dim 1024 --layers 12 --ffn 2816 --vocab 32000
 
 The defaults give about 168 M parameters, 180 MB as Q8_0 (generated, never committed).
+
+With ``--words-only`` the model can only say whole words (`` the old road``): every other token's logit is pushed
+far down (one residual dimension is held constant and a separate output matrix weighs it), so its replies
+re-tokenize to exactly the tokens it sampled, as a real model's mostly do. Without it, a random model's samples
+(`` pad3273`` comes back as several tokens) defeat every cache that matches the next prompt by re-tokenizing it,
+which tells more about random weights than about the servers. It adds an untied output matrix (about 201 M
+parameters with the defaults).
 """
 
 from __future__ import annotations
@@ -29,9 +36,10 @@ def write(
     vocab: int,
     context: int,
     seed: int,
+    words_only: bool = False,
 ) -> Path:
     rng = np.random.default_rng(seed)
-    name = f"random-{dim}x{layers}"
+    name = f"random-{dim}x{layers}" + ("-words" if words_only else "")
     path = out / f"{name}-f16.gguf"
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_name(name)
@@ -53,7 +61,14 @@ def write(
     def mat(rows: int, cols: int) -> np.ndarray:
         return (rng.standard_normal((rows, cols), dtype=np.float32) * 0.02).astype(np.float16)
 
-    w.add_tensor("token_embd.weight", mat(n_vocab, dim))
+    embd = mat(n_vocab, dim)
+    if words_only:
+        embd[:, 0] = 100.0  # a residual dimension every position carries, far larger than what the layers add
+        out = mat(n_vocab, dim)
+        out[:, 0] = -1.0  # ... which pushes every token's logit far down,
+        out[whole_words(tokenizer), 0] = 0.0  # except whole words'
+        w.add_tensor("output.weight", out)
+    w.add_tensor("token_embd.weight", embd)
     w.add_tensor("output_norm.weight", np.ones(dim, dtype=np.float32))
     for i in range(layers):
         w.add_tensor(f"blk.{i}.attn_norm.weight", np.ones(dim, dtype=np.float32))
@@ -69,9 +84,22 @@ def write(
     w.write_kv_data_to_file()
     w.write_tensors_to_file(progress=True)
     w.close()
-    n_params = n_vocab * dim + layers * (2 * dim * dim + 2 * kv * dim + 3 * dim * ffn)
+    n_params = n_vocab * dim * (2 if words_only else 1) + layers * (2 * dim * dim + 2 * kv * dim + 3 * dim * ffn)
     print(f"{path}: {n_params / 1e6:.0f} M parameters")
     return path
+
+
+def whole_words(tokenizer: Path) -> list[int]:
+    """Ids of tokens that are a space and a word of letters, and that the tokenizer gives for that text."""
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(tokenizer))
+    ids = []
+    for piece, i in tok.get_vocab().items():
+        text = tok.decode([i])
+        if piece.startswith("\u0120") and text[1:].isascii() and text[1:].isalpha() and tok.encode(text).ids == [i]:
+            ids.append(i)
+    return ids
 
 
 def main() -> None:
@@ -86,9 +114,12 @@ def main() -> None:
     p.add_argument("--vocab", type=int, default=32000)
     p.add_argument("--context", type=int, default=4096)
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--words-only", action="store_true", help="it says only whole words (see above)")
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    f16 = write(a.out, a.tokenizer, a.dim, a.layers, a.heads, a.kv_heads, a.ffn, a.vocab, a.context, a.seed)
+    f16 = write(
+        a.out, a.tokenizer, a.dim, a.layers, a.heads, a.kv_heads, a.ffn, a.vocab, a.context, a.seed, a.words_only
+    )
     import llama_cpp
 
     q8 = f16.with_name(f16.name.replace("-f16", "-q8_0"))
