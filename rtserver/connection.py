@@ -232,7 +232,7 @@ class Connection:
             s = self._session(frame)
             if frame.get("interrupt") and s.running:
                 await m.cancel(s)
-            m.start_turn(s, "say", frame["text"], params, fid, frame.get("schema"))
+            m.start_turn(s, "say", frame["text"], params, fid, frame.get("schema"), frame.get("grammar"))
         elif kind in ("regenerate", "continue"):
             m.start_turn(self._session(frame), kind, None, params, fid)
         elif kind == "cancel":

@@ -85,6 +85,7 @@ class Server:
                 name: Admission(engine.capacity, settings.max_queued_turns, settings.max_queue_wait)
                 for name, engine in self.engines.items()
             },
+            grammar_error=lambda model, grammar: self.engines[model].grammar_error(grammar),
         )
         self.connections: set[Connection] = set()
         self.frames_closed = 0  # frames sent by connections already gone; live ones are summed on scrape

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import structlog
@@ -124,6 +125,7 @@ class SessionManager:
         resume_grace: float,
         max_text: int,
         admission: dict[str, Admission],
+        grammar_error: Callable[[str, str], str | None] = lambda model, grammar: None,
     ) -> None:
         self.store = store
         self.handler = handler
@@ -132,6 +134,7 @@ class SessionManager:
         self.resume_grace = resume_grace
         self.max_text = max_text
         self.admission = admission  # per model
+        self.grammar_error = grammar_error  # (model, GBNF) -> why the model's engine cannot use it, or None
         self.sessions: dict[str, Session] = {}
 
     async def load(self) -> None:
@@ -192,12 +195,17 @@ class SessionManager:
         params: dict[str, Any],
         frame_id: Any,
         schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> None:
         if s.running:
             raise ClientError(
                 "a turn is running; wait for turn.end, cancel it, or say with interrupt: true", code="turn_running"
             )
         self._check_text(user, "text")
+        if schema is not None and grammar is not None:
+            raise ClientError("say takes a schema or a grammar, not both", code="bad_field")
+        if grammar is not None and (why := self.grammar_error(s.data.model, grammar)):
+            raise ClientError(f"say.grammar: {why}"[:300], code="bad_field")
         h = s.history
         if kind == "say":
             parent, continue_last = h.head, False
@@ -223,7 +231,7 @@ class SessionManager:
             seed=p.get("seed"),
             max_tokens=int(p["max_tokens"]),
             stop=list(p.get("stop") or ()),
-            grammar=schema_to_grammar(schema) if schema is not None else None,
+            grammar=schema_to_grammar(schema) if schema is not None else grammar,
             priority=int(p.get("priority", 0)),
         )
         self.admission[s.data.model].admit(request.priority)  # raises Busy: nothing has started, nothing to undo

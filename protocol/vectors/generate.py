@@ -47,6 +47,16 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
             },
         },
     ),
+    (
+        "say_grammar_priority",
+        {
+            "t": "say",
+            "id": 16,
+            "text": "Will you help me?",
+            "grammar": 'root ::= ("Yes" | "No") "."',
+            "params": {"priority": 5},
+        },
+    ),
     ("cancel", {"t": "cancel", "id": 8}),
     ("regenerate", {"t": "regenerate", "id": 9, "params": {"seed": 1}}),
     ("continue", {"t": "continue", "id": 10}),

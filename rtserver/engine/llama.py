@@ -243,6 +243,17 @@ class LlamaEngine:
     def stats(self) -> dict[str, int]:
         return dict(self.counters)
 
+    def grammar_error(self, grammar: str) -> str | None:
+        """Parse the grammar as the sampler will (llama.cpp only reads the model's vocabulary here, so this is safe
+        beside the worker thread)."""
+        if self.model is None:
+            return "the model is not loaded yet"
+        sampler = C.llama_sampler_init_grammar(self.model.vocab, grammar.encode(), b"root")
+        if not sampler:
+            return "llama.cpp could not parse it as GBNF with a rule named root (see llama.cpp's grammars/README.md)"
+        C.llama_sampler_free(sampler)
+        return None
+
     # --- the async face -------------------------------------------------------------------------------------
 
     async def generate(self, request: Request) -> AsyncIterator[Event]:

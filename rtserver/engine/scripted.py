@@ -103,6 +103,9 @@ class ScriptedEngine:
             "waiting_turns": self._places.waiting,
         }
 
+    def grammar_error(self, grammar: str) -> str | None:
+        return None if "root" in grammar else "a grammar needs a rule named root"  # it does not constrain its words
+
     def _script(self, request: Request) -> Iterator[str]:
         user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
         digest = hashlib.sha256(repr((request.seed, [m.content for m in request.messages])).encode()).digest()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 
 import pytest
 from rtclient import Client
@@ -315,6 +316,28 @@ async def test_a_schema_that_cannot_be_a_grammar_is_refused(model_server):
         with pytest.raises(RtClientError) as info:
             await s.say("hi", schema={"type": "nonsense"})
         assert info.value.code == "bad_field" and "schema" in info.value.message
+        assert (await (await s.say("Hello!")).result()).reason == "stop"  # the session is intact
+
+
+async def test_a_grammar_constrains_the_reply(model_server):
+    from rtclient import RtClientError
+
+    grammar = 'root ::= ("Yes" | "No") ", " word (" " word)? (" " word)? "."\nword ::= [a-z]{1,12}'
+    pattern = re.compile(r"(Yes|No), [a-z]{1,12}( [a-z]{1,12}){0,2}\.")
+    async with Client(model_server.url) as c:
+        s = await c.open_session(persona=PERSONA, params={"temperature": 1.0, "max_tokens": 60})
+        for seed in range(6):
+            r = await (await s.say("Will you help me?", grammar=grammar, params={"seed": seed})).result()
+            assert r.reason == "stop" and pattern.fullmatch(r.text), r.text
+        plain = await (await s.say("Will you help me?", params={"seed": 0})).result()
+        assert not pattern.fullmatch(plain.text)  # the model does not answer like that by itself
+        for bad in ('root ::= "unterminated', 'start ::= "x"'):
+            with pytest.raises(RtClientError) as info:
+                await s.say("hi", grammar=bad)
+            assert info.value.code == "bad_field" and "grammar" in info.value.message
+        with pytest.raises(RtClientError) as info:
+            await s.say("hi", grammar=grammar, schema=NPC_SCHEMA)
+        assert info.value.code == "bad_field" and "not both" in info.value.message
         assert (await (await s.say("Hello!")).result()).reason == "stop"  # the session is intact
 
 

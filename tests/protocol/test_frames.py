@@ -20,6 +20,7 @@ def code_of(frame):
         ({"t": "say"}, "bad_field"),
         ({"t": "say", "text": 12}, "bad_field"),
         ({"t": "say", "text": "hi", "interrupt": "yes"}, "bad_field"),
+        ({"t": "say", "text": "hi", "grammar": {"root": "x"}}, "bad_field"),
         ({"t": "say", "text": "hi", "params": {"max_tokens": 0}}, "bad_field"),
         ({"t": "say", "text": "hi", "params": {"temperature": "hot"}}, "bad_field"),
         ({"t": "say", "text": "hi", "params": {"top_p": 1.5}}, "bad_field"),

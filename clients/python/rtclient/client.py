@@ -135,10 +135,14 @@ class Session:
         params: dict[str, Any] | None = None,
         interrupt: bool = False,
         schema: dict[str, Any] | None = None,
+        grammar: str | None = None,
     ) -> Turn:
         """Start a turn. With ``schema`` (a JSON schema) the reply is constrained to it; ``TurnResult.parsed``
-        says whether it parsed as JSON."""
-        return await self._turn("say", text=text, params=params, interrupt=interrupt or None, schema=schema)
+        says whether it parsed as JSON. With ``grammar`` (llama.cpp GBNF, a rule named ``root``) the reply is
+        constrained to that instead."""
+        return await self._turn(
+            "say", text=text, params=params, interrupt=interrupt or None, schema=schema, grammar=grammar
+        )
 
     async def regenerate(self, *, params: dict[str, Any] | None = None) -> Turn:
         return await self._turn("regenerate", params=params)
