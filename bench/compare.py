@@ -70,7 +70,8 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
     port = free_port()
     if name == "llama-server":
         cmd = [str(LLAMA_SERVER), "-m", a.model, "--host", "127.0.0.1", "--port", str(port)]
-        cmd += ["-t", threads, "-tb", threads, "-c", str(slots * a.ctx), "-np", str(slots), "--kv-unified"]
+        kv = "--kv-unified" if a.llama_server_kv == "unified" else "--no-kv-unified"
+        cmd += ["-t", threads, "-tb", threads, "-c", str(slots * a.ctx), "-np", str(slots), kv]
         cmd += ["--cache-ram", str(a.host_mb), "-fa", "off", "--jinja", "--no-webui"]
         health = f"http://127.0.0.1:{port}/health"
     else:
@@ -79,7 +80,7 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
         cmd += ["--n_ctx", str(slots * a.ctx), "--cache", "true", "--cache_type", "ram"]
         cmd += ["--cache_size", str(a.host_mb << 20), "--flash_attn", "false", "--interrupt_requests", "false"]
         health = f"http://127.0.0.1:{port}/v1/models"
-    log = open(tmp / f"{name}.log", "w")
+    log = open(Path(a.logs or tmp) / f"{name}-slots{slots}.log", "a")
     proc = subprocess.Popen(pinned(cmd, a.server_cpus), stdout=log, stderr=subprocess.STDOUT, text=True)
     _wait_http(proc, health)
     return proc, f"http://127.0.0.1:{port}", "openai"
@@ -153,6 +154,13 @@ def main() -> None:
     p.add_argument("--server-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
     p.add_argument("--name", default="", help="results file name (default: compare-<model stem>)")
+    p.add_argument("--logs", default="", help="keep the peers' server logs in this folder")
+    p.add_argument(
+        "--llama-server-kv",
+        choices=["unified", "split"],
+        default="unified",
+        help="llama-server's KV: unified (its recommended setting for --parallel) or split per slot",
+    )
     a = p.parse_args()
     a.model = str(Path(a.model).resolve())
     servers = a.servers.split(",")
