@@ -102,9 +102,16 @@ def main() -> None:
         help="comma-separated quantizations to write beside F16: q8_0, q4_0, "
         "q4_k_m (only q8_0 ships; the others are for measuring)",
     )
+    p.add_argument(
+        "--from-gguf",
+        type=Path,
+        help="quantize this F16 GGUF instead of writing one from --train (e.g. rtserver/models/rtserver-tiny-f16.gguf "
+        "or a random_gguf model); files are named after it, -f16 replaced by the type",
+    )
     a = p.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
-    f16 = write_f16(a.train, a.tokenizer, a.out)
+    f16 = a.from_gguf or write_f16(a.train, a.tokenizer, a.out)
+    stem = f16.stem.removesuffix("-f16")
     import llama_cpp
 
     ftypes = {
@@ -113,8 +120,8 @@ def main() -> None:
         "q4_k_m": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_K_M,
     }
     for name in a.types.split(","):
-        quantize(f16, a.out / f"{NAME}-{name}.gguf", ftypes[name])
-    for f in sorted(a.out.glob(f"{NAME}-*.gguf")):
+        quantize(f16, a.out / f"{stem}-{name}.gguf", ftypes[name])
+    for f in sorted(a.out.glob(f"{stem}-*.gguf")):
         print(f"{f}: {f.stat().st_size / 1e6:.1f} MB")
 
 
