@@ -101,10 +101,24 @@ def one(name: str, n: int, a: argparse.Namespace) -> dict[str, Any]:
             conv = [*base, "--sessions", str(n), "--turns", str(a.turns), "--think", str(a.think)]
             result = run_json([*conv, "--cap", str(a.cap), "--seed", str(a.seed)], a.client_cpus)
             result["peak_rss_mib"] = peak_rss_mib(proc.pid)
+            if name == "rtserver":
+                result["engine"] = engine_counters(url)
             result["slots"] = slots
             return result
         finally:
             stop(proc)
+
+
+def engine_counters(ws_url: str) -> dict[str, float]:
+    """rtserver's engine counters (prefilled, reused, KV saved/restored/dropped tokens...) from /metrics."""
+    with urllib.request.urlopen(ws_url.replace("ws://", "http://").rstrip("/") + "/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("rtserver_engine_"):
+            key, value = line.rsplit(" ", 1)
+            out[key.split("{")[0].removeprefix("rtserver_engine_")] = float(value)
+    return out
 
 
 def _med(runs: list[dict[str, Any]], *path: str) -> float | None:

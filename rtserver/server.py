@@ -59,6 +59,8 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
             n_threads=settings.threads or None,
             flash_attn=settings.flash_attn,
             host_budget_mb=settings.kv_host_mb,
+            prefill_chunk=settings.prefill_chunk,
+            n_batch=max(256, settings.prefill_chunk + settings.slots),
             name=name,
         )
         for name, path in settings.model_paths().items()

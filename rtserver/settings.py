@@ -32,6 +32,7 @@ class Settings:
     max_queued_turns: int = 64  # turns waiting for an engine place beyond `slots`; more get `busy` at once
     max_queue_wait: float = 10.0  # seconds a new turn may expect to wait before it gets `busy` at once
     kv_host_mb: int = 256  # evicted sessions' KV kept in host memory (restored, not recomputed); 0 = off
+    prefill_chunk: int = 128  # prompt tokens decoded per engine step beside the generating sessions' tokens
     threads: int = 0  # llama.cpp threads; 0 = all cores
     flash_attn: str = "off"  # llama.cpp flash attention: off (fastest on CPU, measured) | on | auto (GPU builds)
     node_id: str = ""  # defaults to the host name and process id
@@ -133,7 +134,15 @@ def _validate(s: Settings) -> None:
     need(s.max_queued_turns >= 0 and s.max_queue_wait >= 0, "max_queued_turns and max_queue_wait must be >= 0")
     need(s.flash_attn in ("off", "on", "auto"), f"flash_attn must be off, on or auto, got {s.flash_attn!r}")
     need(s.n_ctx >= 128, "n_ctx must be at least 128")
-    for key in ("frame_log", "send_queue", "max_frame_bytes", "max_text", "max_tokens", "max_sessions_per_connection"):
+    for key in (
+        "frame_log",
+        "send_queue",
+        "max_frame_bytes",
+        "max_text",
+        "max_tokens",
+        "max_sessions_per_connection",
+        "prefill_chunk",
+    ):
         need(getattr(s, key) >= 1, f"{key} must be at least 1")
     for key in ("heartbeat", "hello_timeout", "resume_grace", "drain_timeout", "scripted_rate"):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")
