@@ -256,10 +256,11 @@ class LlamaEngine:
 
     # --- the async face -------------------------------------------------------------------------------------
 
-    async def generate(self, request: Request) -> AsyncIterator[Event]:
+    def generate(self, request: Request) -> AsyncIterator[Event]:
+        """Submit the turn now (its place among waiting turns is taken by this call, not by the first read) and
+        return its events."""
         loop = asyncio.get_running_loop()
-        out: asyncio.Queue[Event] = asyncio.Queue()
-        job = _Job(request, loop, out, time.perf_counter())
+        job = _Job(request, loop, asyncio.Queue(), time.perf_counter())
 
         def cancelled() -> None:
             # Still in the queue: end it now rather than when the worker gets to it.
@@ -267,21 +268,24 @@ class LlamaEngine:
                 if job.state != "queued":
                     return
                 job.state = "abandoned"
-            queue_ms = (time.perf_counter() - job.submitted) * 1000
-            loop.call_soon_threadsafe(out.put_nowait, Finish("cancelled", queue_ms=queue_ms))
+            loop.call_soon_threadsafe(job.out.put_nowait, Finish("cancelled", queue_ms=job.queue_ms()))
 
         request.cancel.on_set(cancelled)
         if request.cancel.is_set():  # cancelled before it was even submitted
             cancelled()
         self._jobs.put(job)
+        return self._events(job)
+
+    @staticmethod
+    async def _events(job: _Job) -> AsyncIterator[Event]:
         try:
             while True:
-                event = await out.get()
+                event = await job.out.get()
                 yield event
                 if isinstance(event, Finish):
                     return
         finally:
-            request.cancel.set()  # a consumer that stops listening stops the generation too
+            job.request.cancel.set()  # a consumer that stops listening stops the generation too
 
     # --- the worker thread: continuous batching -----------------------------------------------------------
     #

@@ -133,16 +133,15 @@ async def test_cancelling_a_queued_turn_ends_it_without_running_it(bundled_model
     from rtserver.engine.base import Finish, Message, Request
     from rtserver.engine.llama import LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=2)
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
     await engine.start()
     try:
         msgs = [Message("system", PERSONA), Message("user", "Tell me a story.")]
         a = Request("a", msgs, temperature=0, max_tokens=200)
         b = Request("b", msgs, temperature=0, max_tokens=200)
-        gen_a, gen_b = engine.generate(a), engine.generate(b)
-        first_a = asyncio.ensure_future(anext(gen_a))  # a is submitted (and running) before b
-        await first_a
-        b.cancel.set()  # b is cancelled while a runs: it must end without reaching the decoder
+        gen_a = engine.generate(a)  # submitted first: takes the only sequence
+        gen_b = engine.generate(b)  # waits behind it
+        b.cancel.set()  # b is cancelled while a runs (a's reply takes many steps): it must never reach the decoder
         finish_b = await anext(gen_b)
         assert isinstance(finish_b, Finish) and finish_b.reason == "cancelled"
         events_a = [e async for e in gen_a]
@@ -169,22 +168,17 @@ async def test_waiting_turns_start_highest_priority_first(bundled_model):
         assert isinstance(await anext(gen_hold), Token)
         started: list[str] = []
 
-        async def turn(key: str, priority: int) -> None:
-            req = Request(key, msgs, temperature=0, max_tokens=8, priority=priority)
-            async for ev in engine.generate(req):
+        async def first_token(key: str, events) -> None:
+            async for ev in events:
                 if isinstance(ev, Token) and key not in started:
                     started.append(key)
 
-        low = asyncio.create_task(turn("low", 0))
-        high = asyncio.create_task(turn("high", 5))
-        for _ in range(1000):  # both submitted and waiting (a condition with a deadline, not a fixed sleep)
-            if engine.stats()["waiting_turns"] == 2:
-                break
-            await asyncio.sleep(0.01)
-        assert engine.stats()["waiting_turns"] == 2
+        # generate() submits at once: both wait behind the held sequence, low first.
+        low = engine.generate(Request("low", msgs, temperature=0, max_tokens=8, priority=0))
+        high = engine.generate(Request("high", msgs, temperature=0, max_tokens=8, priority=5))
         hold.cancel.set()
         [e async for e in gen_hold]
-        await asyncio.gather(low, high)
+        await asyncio.gather(first_token("low", low), first_token("high", high))
         assert started == ["high", "low"]
     finally:
         await engine.close()
