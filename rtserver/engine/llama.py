@@ -196,6 +196,9 @@ class LlamaEngine:
             "kv_restored": 0,
             "kv_dropped": 0,
             "peak_batch_sequences": 0,
+            "steps": 0,  # llama_decode calls
+            "split_steps": 0,  # of which the batch's sequence ids were not one run (more than one pass)
+            "kv_moves": 0,  # sequences' KV moved to keep the generating ones on consecutive ids
             "waiting_turns": 0,  # now: turns waiting for a sequence to free
         }
 
@@ -501,22 +504,29 @@ class LlamaEngine:
             self._finish(q, "cancelled", active)
         if not active:
             return
+        self._compact(active)
+        # Prompt tokens go to prefilling turns in the order they started, up to the chunk left beside the decodes.
+        budget = min(self.prefill_chunk, self.n_batch - sum(q.next_token is not None for q in active))
+        chunks: dict[int, list[int]] = {}
+        for q in active:
+            if q.next_token is None and q.todo and budget > 0:
+                chunks[id(q)], q.todo = q.todo[:budget], q.todo[budget:]
+                budget -= len(chunks[id(q)])
+        # The batch lists sequences by id: llama.cpp decodes a run of consecutive ids in one pass (see _compact).
         b, n = self._batch, 0
         rows: list[tuple[_Seq, int]] = []  # sequences whose logits this batch produces, at which row
-        for q in active:
+        for q in sorted(active, key=lambda q: q.slot.seq):
             if q.next_token is not None:
                 n = self._put(b, n, q.slot, q.next_token, True)
                 rows.append((q, n - 1))
-        budget = min(self.prefill_chunk, self.n_batch - n)
-        for q in active:
-            if not q.todo or budget <= 0:
-                continue
-            chunk, q.todo = q.todo[:budget], q.todo[budget:]
-            for i, tok in enumerate(chunk):
-                n = self._put(b, n, q.slot, tok, not q.todo and i == len(chunk) - 1)
-            budget -= len(chunk)
-            if not q.todo:
-                rows.append((q, n - 1))
+            elif chunk := chunks.get(id(q)):
+                for i, tok in enumerate(chunk):
+                    n = self._put(b, n, q.slot, tok, not q.todo and i == len(chunk) - 1)
+                if not q.todo:
+                    rows.append((q, n - 1))
+        self.counters["steps"] += 1
+        if not _consecutive([b.seq_id[i][0] for i in range(n) if i == 0 or b.seq_id[i][0] != b.seq_id[i - 1][0]]):
+            self.counters["split_steps"] += 1  # llama.cpp takes ids in batch order: n, n+1, ... in one pass
         b.n_tokens = n
         rc = C.llama_decode(self.ctx, b)
         if rc != 0:
@@ -530,6 +540,66 @@ class LlamaEngine:
             if q.next_token is None or self._emitted_all(q):  # the prompt, or a token fully sent
                 q.emitted_upto = len(q.slot.tokens)
             self._sample(q, row, active)
+
+    def _compact(self, active: list[_Seq]) -> None:
+        """Keep the generating sequences on consecutive ids. With a KV split per sequence llama.cpp decodes a batch
+        in one pass only over a run of consecutive sequence ids; every further run is another pass over all the
+        weights (measured on the 201 M model: 16 sequences' next tokens in 84 ms on ids 0-15, 169 ms on scattered
+        ids). So while the ids in use have a hole, the sequence on the highest id moves into the lowest hole, its
+        KV copied through llama.cpp's per-sequence state (a few ms) and swapped with the idle session's KV there."""
+        ids = sorted(q.slot.seq for q in active)
+        if _consecutive(ids):
+            return
+        by_seq = {s.seq: s for s in self._slots.values()}
+        while not _consecutive(ids):
+            hole = next(i for i in range(ids[0], ids[-1]) if i not in ids)
+            top = by_seq[ids[-1]]
+            idle = by_seq.get(hole)
+            if not self._swap(top, hole, idle):
+                return  # decoded in more than one pass this step, as without the move
+            by_seq[hole] = top
+            if idle is not None:
+                by_seq[idle.seq] = idle
+            ids = sorted(q.slot.seq for q in active)
+
+    def _swap(self, slot: _Slot, to: int, other: _Slot | None) -> bool:
+        """Move ``slot``'s KV to sequence ``to``, and the KV of ``other`` (the session there, if any) to where
+        ``slot`` was. False, with nothing moved, when llama.cpp refuses."""
+        here = slot.seq
+        mine = self._seq_state(here) if slot.tokens else None
+        theirs = self._seq_state(to) if other is not None and other.tokens else None
+        if (slot.tokens and mine is None) or (other is not None and other.tokens and theirs is None):
+            return False
+        C.llama_memory_seq_rm(self._mem, to, -1, -1)
+        if mine is not None and not self._set_state(to, mine):
+            C.llama_memory_seq_rm(self._mem, to, -1, -1)
+            self._put_back(other, to, theirs)
+            return False
+        C.llama_memory_seq_rm(self._mem, here, -1, -1)
+        self._put_back(other, here, theirs)
+        slot.seq = to
+        if other is not None:
+            other.seq = here
+        else:
+            self._free.remove(to)
+            self._free.append(here)
+        self.counters["kv_moves"] += 1
+        return True
+
+    def _put_back(self, slot: _Slot | None, seq: int, data: Any) -> None:
+        """Load an idle session's saved KV into ``seq``; if llama.cpp refuses, its next turn prefills its history."""
+        if slot is not None and data is not None and not self._set_state(seq, data):
+            C.llama_memory_seq_rm(self._mem, seq, -1, -1)
+            slot.tokens = []
+
+    def _set_state(self, seq: int, data: Any) -> bool:
+        return bool(C.llama_state_seq_set_data(self.ctx, data, len(data), seq) == len(data))
+
+    def _seq_state(self, seq: int) -> Any:
+        size = C.llama_state_seq_get_size(self.ctx, seq)
+        buf = (ctypes.c_uint8 * size)()
+        written = C.llama_state_seq_get_data(self.ctx, buf, size, seq)
+        return None if not written else (ctypes.c_uint8 * written).from_buffer(buf)
 
     def _put(self, b: Any, n: int, slot: _Slot, tok: int, logits: bool) -> int:
         b.token[n] = tok
@@ -617,6 +687,11 @@ class LlamaEngine:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(request.temperature))
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
+
+
+def _consecutive(ids: list[int]) -> bool:
+    """Whether the ids, in this order, are n, n+1, n+2, ..."""
+    return all(b == a + 1 for a, b in zip(ids, ids[1:], strict=False))
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:

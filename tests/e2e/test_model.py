@@ -201,24 +201,61 @@ async def test_sixteen_sessions_batched_match_each_alone(start_server, bundled_m
     assert await engine_counter(srv, "peak_batch_sequences") > 8  # they really were decoded together
 
 
-async def run_turns(engine, plan):
+async def run_turns(engine, plan, history=None):
     """Run (session, line) turns in order through an engine, greedy; return each reply and its Finish."""
+    history = {} if history is None else history
+    return [await run_turn(engine, history, key, line) for key, line in plan]
+
+
+async def run_turn(engine, history, key, line):
     from rtserver.engine.base import Finish, Message, Request, Token
 
-    history: dict[str, list] = {}
-    out = []
-    for key, line in plan:
-        msgs = history.setdefault(key, [Message("system", PERSONA)])
-        msgs.append(Message("user", line))
-        text, finish = "", None
-        async for ev in engine.generate(Request(key, list(msgs), temperature=0, max_tokens=80)):
-            if isinstance(ev, Token):
-                text += ev.text
-            elif isinstance(ev, Finish):
-                finish = ev
-        msgs.append(Message("assistant", text))
-        out.append((text, finish))
-    return out
+    msgs = history.setdefault(key, [Message("system", PERSONA)])
+    msgs.append(Message("user", line))
+    text, finish = "", None
+    async for ev in engine.generate(Request(key, list(msgs), temperature=0, max_tokens=80)):
+        if isinstance(ev, Token):
+            text += ev.text
+        elif isinstance(ev, Finish):
+            finish = ev
+    msgs.append(Message("assistant", text))
+    return text, finish
+
+
+async def test_generating_sequences_are_moved_onto_consecutive_ids(bundled_model):
+    """llama.cpp decodes a split KV's batch in one pass only over consecutive sequence ids: two sessions whose KV
+    sits on ids 3 and 0 are moved next to each other before they decode together, and every session (the moved
+    ones, and the idle one whose KV was swapped out of the way) continues exactly as if nothing had moved."""
+    from rtserver.engine.llama import LlamaEngine
+
+    warm = [(k, "Hello!") for k in "abcd"]  # four sessions on four sequences: a on id 3 ... d on id 0
+    later = [("a", "What do you sell?"), ("d", "Any news?"), ("c", "Tell me a story.")]
+    reference = LlamaEngine(bundled_model, n_ctx=1024, slots=4, host_budget_mb=0)
+    await reference.start()
+    try:
+        expected = await run_turns(reference, warm + later)
+    finally:
+        await reference.close()
+
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=4, host_budget_mb=0)
+    await engine.start()
+    try:
+        history: dict[str, list] = {}
+        got = await run_turns(engine, warm, history)
+        ids = {key: slot.seq for key, slot in engine._slots.items()}
+        assert abs(ids["a"] - ids["d"]) > 1  # not neighbours: decoded together they would take two passes
+        before = engine.stats()
+        got += await asyncio.gather(*(run_turn(engine, history, k, line) for k, line in later[:2]))
+        during = engine.stats()
+        got += await run_turns(engine, later[2:], history)
+    finally:
+        await engine.close()
+    assert during["peak_batch_sequences"] == 2  # a and d were decoded together
+    assert during["kv_moves"] > before["kv_moves"]
+    assert during["split_steps"] == before["split_steps"] == 0  # every step one run of ids: one pass
+    assert [t for t, _ in got] == [t for t, _ in expected]
+    # The KV moved with its session: nothing was prefilled again (c's was swapped out of the way while idle).
+    assert [f.reused_tokens for _, f in got] == [f.reused_tokens for _, f in expected]
 
 
 async def test_evicted_kv_is_restored_not_recomputed(bundled_model):
