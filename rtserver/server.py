@@ -60,6 +60,7 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
             flash_attn=settings.flash_attn,
             host_budget_mb=settings.kv_host_mb,
             prefill_chunk=settings.prefill_chunk,
+            decode_ahead=settings.decode_ahead,
             n_batch=max(256, settings.prefill_chunk + settings.slots),
             name=name,
         )

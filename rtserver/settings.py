@@ -33,6 +33,7 @@ class Settings:
     max_queue_wait: float = 10.0  # seconds a new turn may expect to wait before it gets `busy` at once
     kv_host_mb: int = 256  # evicted sessions' KV kept in host memory (restored, not recomputed); 0 = off
     prefill_chunk: int = 128  # prompt tokens decoded per engine step beside the generating sessions' tokens
+    decode_ahead: bool = True  # when a reply ends, decode the template tokens that open the next turn at once
     threads: int = 0  # llama.cpp threads; 0 = all cores
     flash_attn: str = "off"  # llama.cpp flash attention: off (fastest on CPU, measured) | on | auto (GPU builds)
     node_id: str = ""  # defaults to the host name and process id

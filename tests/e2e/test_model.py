@@ -258,6 +258,29 @@ async def test_generating_sequences_are_moved_onto_consecutive_ids(bundled_model
     assert [f.reused_tokens for _, f in got] == [f.reused_tokens for _, f in expected]
 
 
+async def test_a_next_turns_opening_is_decoded_before_its_line_comes(bundled_model):
+    """When a reply ends, the chat template's tokens that open the next user message are decoded at once, so the
+    next turn prefills only its line and what follows it; the replies are those of an engine that waits."""
+    from rtserver.engine.llama import LlamaEngine
+
+    plan = [("a", "Hello!"), ("a", "What do you sell?"), ("a", "Any news?")]
+    results = {}
+    for ahead in (False, True):
+        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=2, decode_ahead=ahead)
+        await engine.start()
+        try:
+            results[ahead] = (await run_turns(engine, plan), engine.stats())
+        finally:
+            await engine.close()
+    (waited, plain), (ready, stats) = results[False], results[True]
+    assert [t for t, _ in ready] == [t for t, _ in waited]
+    gained = [r.reused_tokens - w.reused_tokens for (_, r), (_, w) in zip(ready, waited, strict=True)]
+    # ChatML's "<|im_end|>\n<|im_start|>user\n" after every reply: 5 tokens of the bundled model's vocabulary
+    assert gained == [0, 5, 5]
+    assert stats["ahead_tokens"] >= 10 and plain["ahead_tokens"] == 0  # (the third reply's may still be going)
+    assert [f.prompt_tokens for _, f in ready] == [f.prompt_tokens for _, f in waited]
+
+
 async def test_evicted_kv_is_restored_not_recomputed(bundled_model):
     from rtserver.engine.llama import LlamaEngine
 
