@@ -8,8 +8,10 @@ least recently used idle session's sequence is cleared and reused.
 Turns of different sessions run together (continuous batching): each step decodes one batch holding the next
 token of every generating sequence and a bounded chunk of prompt tokens of those prefilling; turns join and
 leave between steps. With a non-unified KV each sequence's output does not depend on which others share its
-batch. A turn that finds every sequence generating waits for one to free (``Finish.queue_ms``); waiting turns
-start highest ``priority`` first, equal priorities in arrival order.
+batch; the batch lists sequences by id and the running ones are kept on consecutive ids, which llama.cpp decodes
+in one pass (``_compact``). When a reply ends, the template tokens that open the session's next turn are decoded
+ahead of its line (``_ahead_of_next_turn``). A turn that finds every sequence generating waits for one to free
+(``Finish.queue_ms``); waiting turns start highest ``priority`` first, equal priorities in arrival order.
 
 All llama.cpp calls happen on one worker thread (a llama.cpp context is not thread-safe; ``llama_decode``
 releases the GIL, so the event loop stays responsive).
@@ -575,10 +577,11 @@ class LlamaEngine:
 
     def _compact(self, slots: list[_Slot]) -> None:
         """Keep the generating sequences on consecutive ids. With a KV split per sequence llama.cpp decodes a batch
-        in one pass only over a run of consecutive sequence ids; every further run is another pass over all the
-        weights (measured on the 201 M model: 16 sequences' next tokens in 84 ms on ids 0-15, 169 ms on scattered
-        ids). So while the ids in use have a hole, the sequence on the highest id moves into the lowest hole, its
-        KV copied through llama.cpp's per-sequence state (a few ms) and swapped with the idle session's KV there."""
+        in one pass only over a run of consecutive sequence ids in batch order; every further run is another pass
+        over all the weights (bench/batch_ids.py, 201 M model: 16 sequences' next tokens in 84 ms on ids 0-15,
+        175 ms on the same ids shuffled). So while the ids in use have a hole, the sequence on the highest id moves
+        into the lowest hole, its KV copied through llama.cpp's per-sequence state (a few ms) and swapped with the
+        idle session's KV there."""
         ids = sorted(slot.seq for slot in slots)
         if _consecutive(ids):
             return
