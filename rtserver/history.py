@@ -19,9 +19,15 @@ class TurnNode:
     reply: str = ""
     reason: str = ""
     usage: dict[str, int] = field(default_factory=dict)
+    schema: dict[str, Any] | None = None  # what constrained the reply, kept so that regenerate constrains it too
+    grammar: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def public(self) -> dict[str, Any]:
+        """The turn as snapshots show it (PROTOCOL.md: ``snap.turns``)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("schema", "grammar")}
 
 
 class History:

@@ -79,7 +79,7 @@ class Session:
         }
 
     def snapshot(self) -> dict[str, Any]:
-        snap: dict[str, Any] = {"turns": [n.to_dict() for n in self.history.path()], "running": None}
+        snap: dict[str, Any] = {"turns": [n.public() for n in self.history.path()], "running": None}
         if self.running:
             r = self.running
             snap["running"] = {
@@ -216,6 +216,7 @@ class SessionManager:
             cur = h.nodes[h.head]
             parent, user, continue_last = cur.parent, cur.user, cur.user is None
             kind = "continue" if continue_last else kind
+            schema, grammar = cur.schema, cur.grammar  # a structured reply's alternative is constrained alike
         else:
             parent, continue_last = h.head, True
         messages = h.messages(s.data.persona, parent)
@@ -236,6 +237,7 @@ class SessionManager:
         )
         self.admission[s.data.model].admit(request.priority)  # raises Busy: nothing has started, nothing to undo
         node = h.new_turn(kind, user, parent)
+        node.schema, node.grammar = schema, grammar
         turn = s.running = RunningTurn(node, request, structured=schema is not None)
         start = F.turn_start(s.sid, 0, node.tid, kind, parent)  # type: ignore[arg-type]
         if frame_id is not None:

@@ -97,7 +97,17 @@ def replay(records: Any) -> dict[str, SessionData]:
             continue
         if op == "turn":
             s.history.commit(
-                TurnNode(r["tid"], r["parent"], r["kind"], r["user"], r["reply"], r["reason"], r.get("usage", {}))
+                TurnNode(
+                    r["tid"],
+                    r["parent"],
+                    r["kind"],
+                    r["user"],
+                    r["reply"],
+                    r["reason"],
+                    r.get("usage", {}),
+                    r.get("schema"),
+                    r.get("grammar"),
+                )
             )
         elif op == "head":
             s.history.head = r["head"]

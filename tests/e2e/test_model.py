@@ -362,6 +362,19 @@ async def test_schema_constrained_replies_always_parse(model_server):
             assert plain.parsed is None and not plain.text.lstrip().startswith("{")
 
 
+async def test_regenerating_a_structured_reply_keeps_its_schema(model_server):
+    import json
+
+    async with Client(model_server.url) as c:
+        s = await c.open_session(persona=PERSONA, params={"seed": 1, "temperature": 1.0, "max_tokens": 200})
+        first = await (await s.say("Any news?", schema=NPC_SCHEMA)).result()
+        others = [await (await s.regenerate(params={"seed": seed})).result() for seed in (2, 3)]
+    for r in [first, *others]:
+        assert r.reason == "stop" and r.parsed is True
+        assert set(json.loads(r.text)) == {"line", "emotion", "choices"}
+    assert len({r.text for r in [first, *others]}) > 1  # alternatives, not the same reply again
+
+
 async def test_a_schema_that_cannot_be_a_grammar_is_refused(model_server):
     from rtclient import RtClientError
 

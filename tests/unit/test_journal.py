@@ -25,7 +25,7 @@ async def test_store_replays_sessions_turns_heads_updates_and_closes(tmp_path):
     await s.create(SessionData("a", "P", {"seed": 1}, "default"))
     await s.create(SessionData("b", None, {}, "default"))
     await s.save_turn("a", TurnNode(1, 0, "say", "hi", "hello", "stop"))
-    await s.save_turn("a", TurnNode(2, 1, "say", "more", "sure", "stop"))
+    await s.save_turn("a", TurnNode(2, 1, "say", "more", "sure", "stop", grammar='root ::= "sure"'))
     await s.set_head("a", 1)
     await s.update("a", "P2", {"seed": 2})
     await s.delete("b")
@@ -39,3 +39,4 @@ async def test_store_replays_sessions_turns_heads_updates_and_closes(tmp_path):
     assert [n.reply for n in a.history.path()] == ["hello"]
     assert set(a.history.nodes) == {1, 2}  # rolled-back turns stay in the tree
     assert a.history.next_tid == 3
+    assert a.history.nodes[2].grammar == 'root ::= "sure"' and a.history.nodes[1].grammar is None
