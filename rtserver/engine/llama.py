@@ -357,15 +357,32 @@ class LlamaEngine:
     def _slot(self, key: str, busy: set[str]) -> _Slot | None:
         slot = self._slots.pop(key, None)
         if slot is None:
-            if not self._free:
-                victim = next((k for k in self._slots if k not in busy), None)
-                if victim is None:
+            # A session whose KV is not in the context takes a sequence next to the running ones, so that no KV has
+            # to move for the batch to stay one run of ids (_compact): a free one there, else the least recently
+            # used idle session's there, else any free one, else the least recently used idle session's.
+            near = self._near({self._slots[k].seq for k in busy if k in self._slots})
+            seq = next((i for i in near if i in self._free), None)
+            if seq is None and not self._free:
+                idle = [k for k in self._slots if k not in busy]
+                if not idle:
                     return None
+                victim = next((k for k in idle if self._slots[k].seq in near), idle[0])
+                seq = self._slots[victim].seq
                 self._evict(victim)
-            slot = _Slot(self._free.pop())
+            seq = self._free[-1] if seq is None else seq
+            self._free.remove(seq)
+            slot = _Slot(seq)
             self._restore(key, slot)
         self._slots[key] = slot  # most recently used last
         return slot
+
+    def _near(self, running: set[int]) -> list[int]:
+        """Sequence ids where one more running sequence keeps the running ones one run: holes first, then the ends."""
+        if not running:
+            return []
+        lo, hi = min(running), max(running)
+        holes = [i for i in range(lo, hi) if i not in running]
+        return holes + [i for i in (hi + 1, lo - 1) if 0 <= i < self.n_slots]
 
     def _evict(self, key: str) -> None:
         """Free the sequence of an idle session, keeping its KV in host memory (within the budget) so that its

@@ -258,6 +258,29 @@ async def test_generating_sequences_are_moved_onto_consecutive_ids(bundled_model
     assert [f.reused_tokens for _, f in got] == [f.reused_tokens for _, f in expected]
 
 
+async def test_a_session_coming_back_is_placed_next_to_the_running_ones(bundled_model):
+    """A session whose KV is not in the context takes the sequence beside the running ones (evicting the idle
+    session there rather than the least recently used one elsewhere), so no KV has to move."""
+    from rtserver.engine.llama import LlamaEngine
+
+    warm = [(k, "Hello!") for k in "dcba"]  # d on id 3 ... a on id 0; d is the least recently used
+    later = [("a", "What do you sell?"), ("e", "Any news?")]
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=4, host_budget_mb=64)
+    await engine.start()
+    try:
+        history: dict[str, list] = {}
+        await run_turns(engine, warm, history)
+        assert {k: s.seq for k, s in engine._slots.items()} == {"d": 3, "c": 2, "b": 1, "a": 0}
+        await asyncio.gather(*(run_turn(engine, history, k, line) for k, line in later))
+        stats = engine.stats()
+        placed = {k: s.seq for k, s in engine._slots.items()}
+    finally:
+        await engine.close()
+    assert stats["peak_batch_sequences"] == 2  # a and e ran together
+    assert placed["e"] == 1 and "b" not in placed and placed["d"] == 3  # b (beside a) made room, not d
+    assert stats["kv_moves"] == 0 and stats["split_steps"] == 0
+
+
 async def test_a_next_turns_opening_is_decoded_before_its_line_comes(bundled_model):
     """When a reply ends, the chat template's tokens that open the next user message are decoded at once, so the
     next turn prefills only its line and what follows it; the replies are those of an engine that waits."""
