@@ -390,19 +390,14 @@ class LlamaEngine:
         old = self._slots.pop(key)
         self._ahead.pop(key, None)
         self.counters["evictions"] += 1
-        if self.host_budget and old.tokens:
-            size = C.llama_state_seq_get_size(self.ctx, old.seq)
-            if size <= self.host_budget:
-                buf = (ctypes.c_uint8 * size)()
-                written = C.llama_state_seq_get_data(self.ctx, buf, size, old.seq)
-                if written:
-                    self._host[key] = (bytes(buf)[:written], list(old.tokens))
-                    self._host_bytes += written
-                    self.counters["kv_saved"] += 1
-                    while self._host_bytes > self.host_budget:  # over budget: the oldest is rebuilt by prefill
-                        data, _ = self._host.popitem(last=False)[1]
-                        self._host_bytes -= len(data)
-                        self.counters["kv_dropped"] += 1
+        if self.host_budget and old.tokens and (state := self._seq_state(old.seq, limit=self.host_budget)):
+            self._host[key] = (bytes(state), list(old.tokens))
+            self._host_bytes += len(state)
+            self.counters["kv_saved"] += 1
+            while self._host_bytes > self.host_budget:  # over budget: the oldest is rebuilt by prefill
+                data, _ = self._host.popitem(last=False)[1]
+                self._host_bytes -= len(data)
+                self.counters["kv_dropped"] += 1
         C.llama_memory_seq_rm(self._mem, old.seq, -1, -1)
         self._free.append(old.seq)
 
@@ -412,8 +407,7 @@ class LlamaEngine:
             return
         data, tokens = saved
         self._host_bytes -= len(data)
-        buf = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-        if C.llama_state_seq_set_data(self.ctx, buf, len(data), slot.seq) == len(data):
+        if self._set_state(slot.seq, data):
             slot.tokens = tokens
             self.counters["kv_restored"] += 1
         else:  # could not restore: start empty, the history is prefilled
@@ -491,16 +485,9 @@ class LlamaEngine:
         if best is None:
             return keep
         best_len = min(best_len, len(prompt) - 1)
-        if isinstance(best, _Slot):
-            size = C.llama_state_seq_get_size(self.ctx, best.seq)
-            buf = (ctypes.c_uint8 * size)()
-            written = C.llama_state_seq_get_data(self.ctx, buf, size, best.seq)
-            tokens = best.tokens
-        else:
-            buf = (ctypes.c_uint8 * len(best[0])).from_buffer_copy(best[0])
-            written, tokens = len(best[0]), best[1]
+        state, tokens = (self._seq_state(best.seq), best.tokens) if isinstance(best, _Slot) else best
         C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-        if not written or C.llama_state_seq_set_data(self.ctx, buf, written, slot.seq) != written:
+        if state is None or not self._set_state(slot.seq, state):
             slot.tokens = []
             return 0
         C.llama_memory_seq_rm(self._mem, slot.seq, best_len, -1)
@@ -553,9 +540,11 @@ class LlamaEngine:
         # The batch lists sequences by id: llama.cpp decodes a run of consecutive ids in one pass (see _compact).
         b, n = self._batch, 0
         rows: list[tuple[_Seq, int]] = []  # sequences whose logits this batch produces, at which row
+        order: list[int] = []  # the sequence ids in the batch, in batch order
         entries: list[tuple[_Slot, _Seq | str]] = [(q.slot, q) for q in active]
         entries += ahead
         for slot, item in sorted(entries, key=lambda e: e[0].seq):
+            start = n
             if isinstance(item, str):
                 todo = self._ahead[item]
                 for tok in todo[: take[item]]:
@@ -570,9 +559,11 @@ class LlamaEngine:
                     n = self._put(b, n, slot, tok, not item.todo and i == len(chunk) - 1)
                 if not item.todo:
                     rows.append((item, n - 1))
+            if n > start:
+                order.append(slot.seq)
         self._ahead = {key: todo for key, todo in self._ahead.items() if todo}
         self.counters["steps"] += 1
-        if not _consecutive([b.seq_id[i][0] for i in range(n) if i == 0 or b.seq_id[i][0] != b.seq_id[i - 1][0]]):
+        if not _consecutive(order):
             self.counters["split_steps"] += 1  # llama.cpp takes ids in batch order: n, n+1, ... in one pass
         b.n_tokens = n
         rc = C.llama_decode(self.ctx, b)
@@ -644,14 +635,21 @@ class LlamaEngine:
             C.llama_memory_seq_rm(self._mem, seq, -1, -1)
             slot.tokens = []
 
-    def _set_state(self, seq: int, data: Any) -> bool:
-        return bool(C.llama_state_seq_set_data(self.ctx, data, len(data), seq) == len(data))
-
-    def _seq_state(self, seq: int) -> Any:
+    def _seq_state(self, seq: int, limit: int | None = None) -> Any:
+        """A sequence's KV as llama.cpp's per-sequence state (a ctypes byte array), or None if llama.cpp cannot
+        write it or it is larger than ``limit`` bytes."""
         size = C.llama_state_seq_get_size(self.ctx, seq)
+        if limit is not None and size > limit:
+            return None
         buf = (ctypes.c_uint8 * size)()
         written = C.llama_state_seq_get_data(self.ctx, buf, size, seq)
-        return None if not written else (ctypes.c_uint8 * written).from_buffer(buf)
+        return (ctypes.c_uint8 * written).from_buffer(buf) if written else None
+
+    def _set_state(self, seq: int, data: Any) -> bool:
+        """Load a state from ``_seq_state`` (or its bytes) into ``seq``; False if llama.cpp refuses it."""
+        if isinstance(data, bytes):
+            data = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
+        return bool(C.llama_state_seq_set_data(self.ctx, data, len(data), seq) == len(data))
 
     def _put(self, b: Any, n: int, slot: _Slot, tok: int, logits: bool) -> int:
         b.token[n] = tok
