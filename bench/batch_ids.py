@@ -10,6 +10,7 @@ settings (one thread, flash attention off), median of several steps; several run
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import random
 import statistics
@@ -69,6 +70,29 @@ class Context:
                 C.llama_memory_seq_rm(self.mem, seq, self.pos[seq], -1)
         return statistics.median(times)
 
+    def move_ms(self, steps: int) -> tuple[float, int]:
+        """What moving one sequence's KV costs the engine (rtserver/engine/llama.py ``_swap``): its per-sequence
+        state read from sequence 0 and written into sequence 15 (whose own KV is put back after). Median ms, and
+        the state's bytes."""
+
+        def state(seq: int) -> ctypes.Array[ctypes.c_uint8]:
+            size = int(C.llama_state_seq_get_size(self.ctx, seq))
+            buf: ctypes.Array[ctypes.c_uint8] = (ctypes.c_uint8 * size)()
+            C.llama_state_seq_get_data(self.ctx, buf, size, seq)
+            return buf
+
+        own, times = state(SEQS - 1), []
+        for _ in range(steps):
+            t = time.perf_counter()
+            moved = state(0)
+            C.llama_memory_seq_rm(self.mem, SEQS - 1, -1, -1)
+            if C.llama_state_seq_set_data(self.ctx, moved, len(moved), SEQS - 1) != len(moved):
+                sys.exit("llama_state_seq_set_data failed")
+            times.append((time.perf_counter() - t) * 1000)
+            C.llama_memory_seq_rm(self.mem, SEQS - 1, -1, -1)
+            C.llama_state_seq_set_data(self.ctx, own, len(own), SEQS - 1)
+        return statistics.median(times), len(own)
+
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -91,11 +115,13 @@ def main() -> None:
     runs: list[dict[str, float]] = []
     for _ in range(a.runs):
         runs.append({k: round(ctx.timed(plan, a.steps), 2) for k, plan in shapes.items()})
+        move, size = ctx.move_ms(a.steps)
+        runs[-1][f"move one sequence's KV ({HISTORY} tokens, {size} bytes)"] = round(move, 2)
     result = {
         "model": str(a.model),
         "threads": a.threads,
         "history_tokens_per_sequence": HISTORY,
-        "step_ms_median_of_runs": {k: round(statistics.median(r[k] for r in runs), 2) for k in shapes},
+        "step_ms_median_of_runs": {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]},
         "runs": runs,
     }
     path = write_json(f"batch-ids-{a.model.stem}", result)
