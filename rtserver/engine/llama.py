@@ -588,8 +588,8 @@ class LlamaEngine:
         in one pass only over a run of consecutive sequence ids in batch order; every further run is another pass
         over all the weights (bench/batch_ids.py, 201 M model: 16 sequences' next tokens in 81 ms on ids 0-15,
         172 ms on the same ids shuffled). So while the ids in use have a hole, the sequence on the highest id moves
-        into the lowest hole, its KV copied through llama.cpp's per-sequence state (0.36 ms for 200 tokens there) and swapped with the
-        idle session's KV there."""
+        into the lowest hole, its KV copied through llama.cpp's per-sequence state (0.36 ms for 200 tokens there)
+        and swapped with the idle session's KV there."""
         ids = sorted(slot.seq for slot in slots)
         if _consecutive(ids):
             return
