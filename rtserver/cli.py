@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--n-ctx", type=int, help=f"context tokens per session (default {d.n_ctx})")
     s.add_argument("--slots", type=int, help=f"sessions whose KV stays in memory at once (default {d.slots})")
     s.add_argument("--threads", type=int, help="llama.cpp threads (default: all cores)")
+    s.add_argument(
+        "--time-slice",
+        type=int,
+        metavar="TOKENS",
+        help=f"when turns outnumber --slots, a running turn gives its place to a waiting one after this many tokens "
+        f"and resumes later, its KV parked in host memory (default {d.time_slice}; 0: a turn keeps its place)",
+    )
     s.add_argument("--resume-grace", type=float, help=f"seconds a turn outlives its clients (default {d.resume_grace})")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     return p

@@ -34,6 +34,7 @@ class Settings:
     kv_host_mb: int = 256  # evicted sessions' KV kept in host memory (restored, not recomputed); 0 = off
     prefill_chunk: int = 128  # prompt tokens decoded per engine step beside the generating sessions' tokens
     decode_ahead: bool = True  # when a reply ends, decode the template tokens that open the next turn at once
+    time_slice: int = 4  # tokens a running turn generates before a turn waiting for a sequence may take it; 0 = off
     threads: int = 0  # llama.cpp threads; 0 = all cores
     flash_attn: str = "off"  # llama.cpp flash attention: off (fastest on CPU, measured) | on | auto (GPU builds)
     node_id: str = ""  # defaults to the host name and process id
@@ -132,6 +133,7 @@ def _validate(s: Settings) -> None:
     need(bool(s.tls_cert) == bool(s.tls_key), "tls_cert and tls_key go together: give both or neither")
     need(s.slots >= 1, "slots must be at least 1")
     need(s.kv_host_mb >= 0, "kv_host_mb must be >= 0")
+    need(s.time_slice >= 0, "time_slice must be >= 0 (0 turns time slicing off)")
     need(s.max_queued_turns >= 0 and s.max_queue_wait >= 0, "max_queued_turns and max_queue_wait must be >= 0")
     need(s.flash_attn in ("off", "on", "auto"), f"flash_attn must be off, on or auto, got {s.flash_attn!r}")
     need(s.n_ctx >= 128, "n_ctx must be at least 128")

@@ -148,6 +148,7 @@ class _Seq:
     text: bytes | None  # the prompt's text, which the prompt's tokens spell (None: cut to fit)
     next_token: int | None = None  # sampled and sent, decoded with the next batch
     produced: int = 0
+    slice_from: int = 0  # ``produced`` when it last took a sequence (see LlamaEngine.time_slice)
     reply: list[str] = field(default_factory=list)  # the text sent
     utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
@@ -165,6 +166,7 @@ class LlamaEngine:
         host_budget_mb: int = 256,
         flash_attn: str = "off",
         decode_ahead: bool = True,
+        time_slice: int = 4,
         name: str = "default",
     ) -> None:
         self.path, self.name = path, name
@@ -172,6 +174,7 @@ class LlamaEngine:
         self.capacity = slots  # turns decoded at once
         self.prefill_chunk = min(prefill_chunk, n_batch)
         self.decode_ahead = decode_ahead
+        self.time_slice = time_slice
         self.n_threads = n_threads or os.cpu_count() or 2
         self.flash_attn = {
             "auto": C.LLAMA_FLASH_ATTN_TYPE_AUTO,
@@ -187,6 +190,7 @@ class LlamaEngine:
         # Evicted sessions' KV, least recently evicted first: key -> (llama_state_seq data, the tokens it holds)
         self._host: OrderedDict[str, tuple[bytes, list[int]]] = OrderedDict()
         self._host_bytes = 0
+        self._parked: set[str] = set()  # of those, turns in progress: their KV is never dropped for the budget
         self.host_budget = host_budget_mb * 1024 * 1024
         self._free = list(range(slots))
         # Sessions whose turn ended, with the chat template's tokens that will open their next turn, still to be
@@ -210,7 +214,9 @@ class LlamaEngine:
             "split_steps": 0,  # of which the batch's sequence ids were not one run (more than one pass)
             "kv_moves": 0,  # sequences' KV moved to keep the generating ones on consecutive ids
             "ahead_tokens": 0,  # template tokens of a next turn decoded before its text came
+            "preemptions": 0,  # generating turns parked in host memory to let another turn take their sequence
             "waiting_turns": 0,  # now: turns waiting for a sequence to free
+            "parked_turns": 0,  # now: turns in progress whose KV is parked in host memory
         }
 
     # --- lifecycle ------------------------------------------------------------------------------------------
@@ -307,12 +313,20 @@ class LlamaEngine:
     # tokens of sequences that are prefilling, up to ``prefill_chunk`` of them (so a long prompt does not stall
     # the others' streams for long). New turns join between steps and finished ones leave; a turn that finds
     # every sequence busy waits (its wait is Finish.queue_ms), in priority order.
+    #
+    # Time slicing (``time_slice`` tokens): when there are more turns than sequences, a turn waiting to start
+    # takes the sequence of a running turn that has generated ``time_slice`` tokens since it took it. That turn's
+    # KV parks in host memory, as an idle session's does, and it resumes where it was when its turn comes again:
+    # turns waiting to start first, then parked turns in the order they were parked. Under overload a player's
+    # line starts within a step or two instead of after the replies ahead of it have ended; the replies under
+    # way stream more slowly, and throughput is the same (a park or a resume costs well under a millisecond).
 
     def _run(self) -> None:
         active: list[_Seq] = []
+        parked: list[_Seq] = []  # turns under way whose KV is in host memory, in the order they were parked
         waiting: list[_Job] = []  # ordered by _Job.order
         while True:
-            if not active and not waiting:
+            if not active and not waiting and not parked:
                 job = self._jobs.get()  # idle: block until there is work
                 if job is None:
                     return
@@ -325,13 +339,18 @@ class LlamaEngine:
                 if job is None:
                     return
                 bisect.insort(waiting, job, key=_Job.order)
-            self._admit(waiting, active)
+            self._admit(waiting, parked, active)
             self.counters["waiting_turns"] = len(waiting)
+            self.counters["parked_turns"] = len(parked)
             if active or self._ahead:
                 self.counters["peak_batch_sequences"] = max(self.counters["peak_batch_sequences"], len(active))
                 self._step(active)
 
-    def _admit(self, waiting: list[_Job], active: list[_Seq]) -> None:
+    def _admit(self, waiting: list[_Job], parked: list[_Seq], active: list[_Seq]) -> None:
+        """Start waiting turns, then resume parked ones, while there is a sequence to run them on: a free one, an
+        idle session's, or (time slicing) a running turn's that has had its slice."""
+        for q in [q for q in parked if q.job.request.cancel.is_set()]:
+            self._cancel_parked(q, parked)
         busy = {q.job.request.key for q in active}
         while waiting:
             job = waiting[0]
@@ -341,6 +360,8 @@ class LlamaEngine:
             self._ahead.pop(job.request.key, None)  # what it had left is now the start of its prompt
             slot = self._slot(job.request.key, busy)
             if slot is None:
+                if self._preempt(active, parked, busy, job.request.priority):
+                    continue
                 return  # every sequence is generating: the first in order starts when one frees
             waiting.pop(0)
             with self._lock:  # from here on a cancel is the decoder's to honour, within a step
@@ -353,6 +374,68 @@ class LlamaEngine:
             except Exception as exc:  # a bad prompt ends this turn, never the engine
                 self._drop(job.request.key)
                 job.emit(Finish("error", queue_ms=job.queue_ms(), error=str(exc)[:200]))
+        while parked:
+            q = parked[0]
+            slot = self._slot(q.job.request.key, busy)
+            if slot is None:
+                if self._preempt(active, parked, busy, q.job.request.priority):
+                    continue
+                return
+            parked.pop(0)
+            self._resume(q, slot)
+            busy.add(q.job.request.key)
+            active.append(q)
+
+    def _preempt(self, active: list[_Seq], parked: list[_Seq], busy: set[str], priority: int) -> bool:
+        """Park the running turn furthest past its time slice, among those that have had one and do not outrank
+        the turn that wants a sequence; False when there is none (or its KV cannot be kept)."""
+        if not self.time_slice:
+            return False
+        done = [
+            q
+            for q in active
+            if q.next_token is not None  # generating, not prefilling
+            and q.produced - q.slice_from >= self.time_slice
+            and q.job.request.priority <= priority
+        ]
+        if not done:
+            return False
+        q = max(done, key=lambda q: q.produced - q.slice_from)
+        key = q.job.request.key
+        if not self._save(key, q.slot, parking=True):
+            return False
+        del self._slots[key]
+        C.llama_memory_seq_rm(self._mem, q.slot.seq, -1, -1)
+        self._free.append(q.slot.seq)
+        active.remove(q)
+        parked.append(q)
+        busy.discard(key)
+        self.counters["preemptions"] += 1
+        return True
+
+    def _resume(self, q: _Seq, slot: _Slot) -> None:
+        """A parked turn goes on where it was, its KV restored into ``slot`` by ``_slot``; if llama.cpp refused the
+        restore, what the sequence held is prefilled again, then its pending token."""
+        held = q.slot.tokens
+        q.slot, q.slice_from = slot, q.produced
+        if slot.tokens != held:
+            C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
+            slot.tokens = []
+            q.todo = held + ([q.next_token] if q.next_token is not None else [])
+            q.next_token = None
+            self.counters["prefilled_tokens"] += len(q.todo)
+
+    def _cancel_parked(self, q: _Seq, parked: list[_Seq]) -> None:
+        """A parked turn cancelled ends at once. Its session's saved KV stays, as an idle session's, counted only up
+        to what reached the client: a restore removes the KV past the tokens it is listed with (``_start``)."""
+        parked.remove(q)
+        key = q.job.request.key
+        self._parked.discard(key)
+        if key in self._host:
+            data, tokens = self._host[key]
+            self._host[key] = (data, tokens[: q.emitted_upto])
+        C.llama_sampler_free(q.sampler)
+        self._ended(q, "cancelled")
 
     def _slot(self, key: str, busy: set[str]) -> _Slot | None:
         slot = self._slots.pop(key, None)
@@ -390,16 +473,32 @@ class LlamaEngine:
         old = self._slots.pop(key)
         self._ahead.pop(key, None)
         self.counters["evictions"] += 1
-        if self.host_budget and old.tokens and (state := self._seq_state(old.seq, limit=self.host_budget)):
-            self._host[key] = (bytes(state), list(old.tokens))
-            self._host_bytes += len(state)
+        if self._save(key, old):
             self.counters["kv_saved"] += 1
-            while self._host_bytes > self.host_budget:  # over budget: the oldest is rebuilt by prefill
-                data, _ = self._host.popitem(last=False)[1]
-                self._host_bytes -= len(data)
-                self.counters["kv_dropped"] += 1
         C.llama_memory_seq_rm(self._mem, old.seq, -1, -1)
         self._free.append(old.seq)
+
+    def _save(self, key: str, slot: _Slot, *, parking: bool = False) -> bool:
+        """Keep a sequence's KV in host memory within the budget. Idle sessions' KV saved longest ago is dropped to
+        make room (it is rebuilt by prefill when they return); a parked turn's never is, so a turn is parked only
+        where it fits beside the others parked."""
+        if not self.host_budget or not slot.tokens:
+            return False
+        state = self._seq_state(slot.seq, limit=self.host_budget)
+        if state is None:
+            return False
+        if parking:
+            if sum(len(self._host[k][0]) for k in self._parked) + len(state) > self.host_budget:
+                return False
+            self._parked.add(key)
+        self._host[key] = (bytes(state), list(slot.tokens))
+        self._host_bytes += len(state)
+        while self._host_bytes > self.host_budget:
+            oldest = next(k for k in self._host if k not in self._parked)
+            data, _ = self._host.pop(oldest)
+            self._host_bytes -= len(data)
+            self.counters["kv_dropped"] += 1
+        return True
 
     def _restore(self, key: str, slot: _Slot) -> None:
         saved = self._host.pop(key, None)
@@ -407,6 +506,7 @@ class LlamaEngine:
             return
         data, tokens = saved
         self._host_bytes -= len(data)
+        self._parked.discard(key)
         if self._set_state(slot.seq, data):
             slot.tokens = tokens
             self.counters["kv_restored"] += 1
@@ -577,7 +677,7 @@ class LlamaEngine:
                 C.llama_sampler_free(q.sampler)
             return
         for q, row in rows:
-            if q.next_token is None or self._emitted_all(q):  # the prompt, or a token fully sent
+            if (q.next_token is None and not q.produced) or self._emitted_all(q):  # the prompt, or a token fully sent
                 q.emitted_upto = len(q.slot.tokens)
             self._sample(q, row, active)
         if self._ahead and not active:
@@ -699,6 +799,10 @@ class LlamaEngine:
                 q.reply.append(tail)
             if self.decode_ahead and (ahead := self._ahead_of_next_turn(q)):
                 self._ahead[q.job.request.key] = ahead
+        self._ended(q, reason)
+
+    @staticmethod
+    def _ended(q: _Seq, reason: FinishReason) -> None:
         q.job.emit(
             Finish(
                 reason,

@@ -184,6 +184,99 @@ async def test_waiting_turns_start_highest_priority_first(bundled_model):
         await engine.close()
 
 
+async def collect(events, key: str, log: list[tuple[str, str]]):
+    """A turn's text and Finish; each event's arrival goes into ``log`` as (key, "token" or "finish")."""
+    from rtserver.engine.base import Finish, Token
+
+    text, finish = "", None
+    async for ev in events:
+        if isinstance(ev, Token):
+            text += ev.text
+            log.append((key, "token"))
+        elif isinstance(ev, Finish):
+            finish = ev
+            log.append((key, "finish"))
+    return text, finish
+
+
+@pytest.mark.parametrize(
+    ("time_slice", "host_mb", "sliced"),
+    [(4, 64, True), (0, 64, False), (4, 0, False)],
+    ids=["time-sliced", "time-slice-off", "no-host-memory-to-park-in"],
+)
+async def test_a_waiting_turn_takes_a_running_turns_place_after_its_slice(bundled_model, time_slice, host_mb, sliced):
+    """One sequence, two turns: the second starts once the first has generated ``time_slice`` tokens, not when it
+    ends; the first, parked in host memory meanwhile, resumes where it was. Both replies are those each turn gets
+    alone. Off, or with no host memory to park KV in, the second waits for the first to end."""
+    from rtserver.engine.base import Message, Request
+    from rtserver.engine.llama import LlamaEngine
+
+    def request(key: str, line: str) -> Request:
+        return Request(key, [Message("system", PERSONA), Message("user", line)], temperature=0, max_tokens=40)
+
+    reference = LlamaEngine(bundled_model, n_ctx=1024, slots=1, time_slice=0)
+    await reference.start()
+    try:
+        alone = [await collect(reference.generate(request(k, line)), k, []) for k, line in LINES_AB]
+    finally:
+        await reference.close()
+
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, time_slice=time_slice, host_budget_mb=host_mb)
+    await engine.start()
+    try:
+        log: list[tuple[str, str]] = []
+        first = engine.generate(request(*LINES_AB[0]))
+        head = await anext(first)  # a is generating before b is submitted
+        log.append(("a", "token"))
+        got = await asyncio.gather(collect(first, "a", log), collect(engine.generate(request(*LINES_AB[1])), "b", log))
+        stats = engine.stats()
+    finally:
+        await engine.close()
+    got[0] = (head.text + got[0][0], got[0][1])
+    assert [t for t, _ in got] == [t for t, _ in alone]
+    assert [f.completion_tokens for _, f in got] == [f.completion_tokens for _, f in alone]
+    assert alone[0][1].completion_tokens > time_slice + 4  # a's reply is long enough to be cut into slices
+    b_started, a_ended = log.index(("b", "token")), log.index(("a", "finish"))
+    assert (b_started < a_ended) is sliced
+    assert (stats["preemptions"] > 0) is sliced
+    assert stats["parked_turns"] == 0 and not engine._parked
+
+
+LINES_AB = [("a", "Tell me a story."), ("b", "What do you sell?")]
+
+
+async def test_a_parked_turn_that_is_cancelled_ends_at_once(bundled_model):
+    """A turn parked for a higher-priority one (which it may not take the sequence back from) is cancelled: it
+    ends while the other still runs, and its session's next turn still reuses the KV parked for it."""
+    from rtserver.engine.base import Message, Request
+    from rtserver.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, time_slice=2)
+    await engine.start()
+    try:
+        msgs = [Message("system", PERSONA), Message("user", "Tell me a story.")]
+        a = Request("a", msgs, temperature=0, max_tokens=200)
+        events_a = engine.generate(a)
+        said = "".join([(await anext(events_a)).text for _ in range(3)])  # past its slice
+        # b outranks a and never ends by itself (a grammar with no end), so a stays parked until cancelled.
+        b = Request("b", msgs, temperature=0, max_tokens=100_000, priority=5, grammar='root ::= "a" root')
+        events_b = engine.generate(b)
+        await anext(events_b)  # b runs: a is parked
+        assert engine.stats()["parked_turns"] == 1
+        a.cancel.set()
+        rest, finish_a = await collect(events_a, "a", [])
+        assert finish_a.reason == "cancelled" and finish_a.completion_tokens >= 3
+        assert not engine._parked and "a" in engine._host  # its KV stays saved, as an idle session's
+        b.cancel.set()
+        await collect(events_b, "b", [])
+        assert engine.stats()["preemptions"] == 1
+        history = {"a": [*msgs, Message("assistant", said + rest)]}  # what reached the client
+        _, again = await run_turn(engine, history, "a", "Go on.")
+    finally:
+        await engine.close()
+    assert again.reused_tokens >= finish_a.prompt_tokens  # the parked KV came back, not a prefill of it all
+
+
 async def test_sixteen_sessions_batched_match_each_alone(start_server, bundled_model):
     """16 multi-turn conversations decoded together in one batch give the same text as each one alone."""
     srv = start_server("--slots", "16")
