@@ -14,6 +14,9 @@ Each server runs with its best settings for this workload:
     false`` (one sequence; its RAM cache of whole-context states matched by prefix; by default a new request
     aborts the one streaming, which would cut replies off).
 
+rtserver can also run with other settings beside its defaults, named ``rtserver[KEY=VALUE]`` (an
+``RTSERVER_KEY`` variable; ';' between several): ``--servers 'rtserver,rtserver[time_slice=0],llama-server'``.
+
 Server pinned to one core with one llama.cpp thread, the load generator to the other; a one-turn warm-up before
 each measured run. Build the peers first with bench/build_peers.sh.
 
@@ -57,12 +60,13 @@ def _wait_http(proc: subprocess.Popen[Any], url: str, timeout: float = 120.0) ->
 def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subprocess.Popen[str], str, str]:
     """Start one server; return it, its URL and the load generator's --target."""
     threads = str(a.threads)
-    if name == "rtserver":
+    if name.startswith("rtserver"):
         env = {
             "RTSERVER_KV_HOST_MB": str(a.host_mb),
             "RTSERVER_MAX_QUEUE_WAIT": "3600",
             "RTSERVER_MAX_QUEUED_TURNS": "100000",
             "RTSERVER_FSYNC": "false",
+            **variant(name),
         }
         args = ["--model", a.model, "--threads", threads, "--slots", str(slots), "--n-ctx", str(a.ctx)]
         proc, url = start_rtserver(args, a.server_cpus, tmp, env=env)
@@ -86,6 +90,14 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
     return proc, f"http://127.0.0.1:{port}", "openai"
 
 
+def variant(name: str) -> dict[str, str]:
+    """``rtserver[time_slice=0;slots=8]`` -> {"RTSERVER_TIME_SLICE": "0", "RTSERVER_SLOTS": "8"}."""
+    if "[" not in name:
+        return {}
+    pairs = name[name.index("[") + 1 : name.rindex("]")].split(";")
+    return {f"RTSERVER_{k.strip().upper()}": v.strip() for k, v in (p.split("=", 1) for p in pairs if p)}
+
+
 def peak_rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         return round(next(int(line.split()[1]) for line in f if line.startswith("VmHWM")) / 1024, 1)
@@ -101,7 +113,7 @@ def one(name: str, n: int, a: argparse.Namespace) -> dict[str, Any]:
             conv = [*base, "--sessions", str(n), "--turns", str(a.turns), "--think", str(a.think)]
             result = run_json([*conv, "--cap", str(a.cap), "--seed", str(a.seed)], a.client_cpus)
             result["peak_rss_mib"] = peak_rss_mib(proc.pid)
-            if name == "rtserver":
+            if name.startswith("rtserver"):
                 result["engine"] = engine_counters(url)
             result["slots"] = slots
             return result
@@ -139,6 +151,8 @@ def digest(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "warm_ttft_p99_ms": _med(runs, "ttft_ms_warm", "p99"),
         "gap_p50_ms": _med(runs, "gap_ms", "p50"),
         "gap_p99_ms": _med(runs, "gap_ms", "p99"),
+        "turn_p50_ms": _med(runs, "turn_ms", "p50"),
+        "turn_p99_ms": _med(runs, "turn_ms", "p99"),
         "output_tok_s": _med(runs, "output_tok_s"),
         "stream_tok_s_p50": _med(runs, "stream_tok_s", "p50"),
         "turns_done": _med(runs, "turns_done"),
@@ -178,6 +192,8 @@ def main() -> None:
     a = p.parse_args()
     a.model = str(Path(a.model).resolve())
     servers = a.servers.split(",")
+    if unknown := [s for s in servers if s.split("[")[0] not in SERVERS]:
+        sys.exit(f"unknown servers {unknown}: choose from {', '.join(SERVERS)} (rtserver[KEY=VALUE] for a variant)")
     if "llama-server" in servers and not LLAMA_SERVER.exists():
         sys.exit(f"{LLAMA_SERVER} is missing: build it with bench/build_peers.sh")
     out: dict[str, Any] = {"params": vars(a), "results": {}}
@@ -203,9 +219,9 @@ def main() -> None:
 
 def table(out: dict[str, Any]) -> str:
     rows = [
-        "| N | server | TTFT p50 / p99 ms | warm TTFT p50 / p99 ms | gap p50 / p99 ms | output tok/s (all) | "
-        "tok/s per reply p50 | turns | peak RSS MiB |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| N | server | TTFT p50 / p99 ms | warm TTFT p50 / p99 ms | gap p50 / p99 ms | last delta p50 / p99 ms | "
+        "output tok/s (all) | tok/s per reply p50 | turns | peak RSS MiB |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for n, res in out["results"].items():
         for name, r in res.items():
@@ -213,7 +229,8 @@ def table(out: dict[str, Any]) -> str:
             rows.append(
                 f"| {n} | {name} | {d['ttft_p50_ms']} / {d['ttft_p99_ms']} | "
                 f"{d['warm_ttft_p50_ms']} / {d['warm_ttft_p99_ms']} | "
-                f"{d['gap_p50_ms']} / {d['gap_p99_ms']} | {d['output_tok_s']} | {d['stream_tok_s_p50']} | "
+                f"{d['gap_p50_ms']} / {d['gap_p99_ms']} | {d['turn_p50_ms']} / {d['turn_p99_ms']} | "
+                f"{d['output_tok_s']} | {d['stream_tok_s_p50']} | "
                 f"{d['turns_done']}/{d['turns_planned']} | {d['peak_rss_mib']} |"
             )
     return "\n".join(rows)

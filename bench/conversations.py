@@ -5,8 +5,8 @@ HTTP/1.1 keep-alive, one connection per session, the client resending the whole 
 servers require). Every target gets the same conversations: the same lines, think times and start offsets,
 from one seed.
 
-Reports as JSON: time to first delta per turn index and overall, inter-delta gap, output tokens/s (all sessions
-together, and per stream), turns done, errors.
+Reports as JSON: time to first delta per turn index and overall, inter-delta gap, time to the reply's last delta,
+output tokens/s (all sessions together, and per stream), turns done, errors.
 
     python -m bench.conversations --target rtserver --url ws://127.0.0.1:8000/ --sessions 16
     python -m bench.conversations --target openai --url http://127.0.0.1:8080 --sessions 16
@@ -61,6 +61,7 @@ def scripts(sessions: int, turns: int, think: float, seed: int) -> list[Script]:
 class Stats:
     ttft_by_turn: dict[int, list[float]] = field(default_factory=dict)
     gap: list[float] = field(default_factory=list)
+    turn: list[float] = field(default_factory=list)  # from the line sent to the reply's last delta
     stream_rate: list[float] = field(default_factory=list)  # tokens/s of one reply, after its first delta
     tokens: int = 0
     turns_done: int = 0
@@ -261,6 +262,8 @@ async def session(
             stats.turns_done += 1
             if record:
                 stats.first_session.append("".join(text))
+            if deltas:
+                stats.turn.append((last - sent) * 1000)
             if deltas > 1 and last > first:
                 stats.stream_rate.append((tokens - 1) / (last - first))
             await asyncio.sleep(script.think[i])
@@ -292,6 +295,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         "ttft_ms_warm": summary(warm),
         "ttft_ms_by_turn": {i: summary(v) for i, v in sorted(stats.ttft_by_turn.items())},
         "gap_ms": summary(stats.gap),
+        "turn_ms": summary(stats.turn),
         "errors": stats.errors,
         "first_session_replies": stats.first_session,
     }

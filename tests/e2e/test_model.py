@@ -214,10 +214,11 @@ async def test_a_waiting_turn_takes_a_running_turns_place_after_its_slice(bundle
     def request(key: str, line: str) -> Request:
         return Request(key, [Message("system", PERSONA), Message("user", line)], temperature=0, max_tokens=40)
 
-    reference = LlamaEngine(bundled_model, n_ctx=1024, slots=1, time_slice=0)
+    reference = LlamaEngine(bundled_model, n_ctx=1024, slots=1, time_slice=0, host_budget_mb=host_mb)
     await reference.start()
     try:
         alone = [await collect(reference.generate(request(k, line)), k, []) for k, line in LINES_AB]
+        prefilled = reference.stats()["prefilled_tokens"]
     finally:
         await reference.close()
 
@@ -240,6 +241,7 @@ async def test_a_waiting_turn_takes_a_running_turns_place_after_its_slice(bundle
     assert (b_started < a_ended) is sliced
     assert (stats["preemptions"] > 0) is sliced
     assert stats["parked_turns"] == 0 and not engine._parked
+    assert stats["prefilled_tokens"] == prefilled  # a parked turn's KV came back as it was, never recomputed
 
 
 LINES_AB = [("a", "Tell me a story."), ("b", "What do you sell?")]
