@@ -317,13 +317,13 @@ class LlamaEngine:
     # Time slicing (``time_slice`` tokens): when there are more turns than sequences, a turn waiting to start
     # takes the sequence of a running turn that has generated ``time_slice`` tokens since it took it. That turn's
     # KV parks in host memory, as an idle session's does, and it resumes where it was when its turn comes again:
-    # turns waiting to start first, then parked turns in the order they were parked. Under overload a player's
+    # turns waiting to start first, then parked turns (highest priority, then first parked). Under overload a player's
     # line starts within a step or two instead of after the replies ahead of it have ended; the replies under
     # way stream more slowly, and throughput is the same (a park or a resume costs well under a millisecond).
 
     def _run(self) -> None:
         active: list[_Seq] = []
-        parked: list[_Seq] = []  # turns under way whose KV is in host memory, in the order they were parked
+        parked: list[_Seq] = []  # turns under way whose KV is in host memory: highest priority, then parked first
         waiting: list[_Job] = []  # ordered by _Job.order
         while True:
             if not active and not waiting and not parked:
@@ -408,7 +408,7 @@ class LlamaEngine:
         C.llama_memory_seq_rm(self._mem, q.slot.seq, -1, -1)
         self._free.append(q.slot.seq)
         active.remove(q)
-        parked.append(q)
+        bisect.insort(parked, q, key=lambda q: -q.job.request.priority)  # after those parked before it
         busy.discard(key)
         self.counters["preemptions"] += 1
         return True
