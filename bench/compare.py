@@ -154,6 +154,7 @@ def digest(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "turn_p50_ms": _med(runs, "turn_ms", "p50"),
         "turn_p99_ms": _med(runs, "turn_ms", "p99"),
         "output_tok_s": _med(runs, "output_tok_s"),
+        "output_tok_s_wall": _med(runs, "output_tok_s_wall"),
         "stream_tok_s_p50": _med(runs, "stream_tok_s", "p50"),
         "turns_done": _med(runs, "turns_done"),
         "turns_planned": runs[0]["turns_planned"],

@@ -187,10 +187,12 @@ class LlamaEngine:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # session key -> slot, least recently used first
-        # Evicted sessions' KV, least recently evicted first: key -> (llama_state_seq data, the tokens it holds)
-        self._host: OrderedDict[str, tuple[bytes, list[int]]] = OrderedDict()
+        # Evicted sessions' KV, least recently evicted first: key -> (llama_state_seq data as a ctypes array, kept
+        # as llama.cpp wrote it and handed back as it is: no copy either way; the tokens it holds)
+        self._host: OrderedDict[str, tuple[Any, list[int]]] = OrderedDict()
         self._host_bytes = 0
         self._parked: set[str] = set()  # of those, turns in progress: their KV is never dropped for the budget
+        self._decode_s = self._park_s = 0.0
         self.host_budget = host_budget_mb * 1024 * 1024
         self._free = list(range(slots))
         # Sessions whose turn ended, with the chat template's tokens that will open their next turn, still to be
@@ -215,6 +217,8 @@ class LlamaEngine:
             "kv_moves": 0,  # sequences' KV moved to keep the generating ones on consecutive ids
             "ahead_tokens": 0,  # template tokens of a next turn decoded before its text came
             "preemptions": 0,  # generating turns parked in host memory to let another turn take their sequence
+            "decode_ms": 0,  # time in llama_decode
+            "park_ms": 0,  # time parking turns' KV in host memory and putting it back
             "waiting_turns": 0,  # now: turns waiting for a sequence to free
             "parked_turns": 0,  # now: turns in progress whose KV is parked in host memory
         }
@@ -342,6 +346,7 @@ class LlamaEngine:
             self._admit(waiting, parked, active)
             self.counters["waiting_turns"] = len(waiting)
             self.counters["parked_turns"] = len(parked)
+            self.counters["park_ms"] = round(self._park_s * 1000)
             if active or self._ahead:
                 self.counters["peak_batch_sequences"] = max(self.counters["peak_batch_sequences"], len(active))
                 self._step(active)
@@ -376,7 +381,9 @@ class LlamaEngine:
                 job.emit(Finish("error", queue_ms=job.queue_ms(), error=str(exc)[:200]))
         while parked:
             q = parked[0]
+            t0 = time.perf_counter()
             slot = self._slot(q.job.request.key, busy)
+            self._park_s += time.perf_counter() - t0
             if slot is None:
                 if self._preempt(active, parked, busy, q.job.request.priority):
                     continue
@@ -402,7 +409,10 @@ class LlamaEngine:
             return False
         q = max(done, key=lambda q: q.produced - q.slice_from)
         key = q.job.request.key
-        if not self._save(key, q.slot, parking=True):
+        t0 = time.perf_counter()
+        saved = self._save(key, q.slot, parking=True)
+        self._park_s += time.perf_counter() - t0
+        if not saved:
             return False
         del self._slots[key]
         C.llama_memory_seq_rm(self._mem, q.slot.seq, -1, -1)
@@ -491,7 +501,7 @@ class LlamaEngine:
             if sum(len(self._host[k][0]) for k in self._parked) + len(state) > self.host_budget:
                 return False
             self._parked.add(key)
-        self._host[key] = (bytes(state), list(slot.tokens))
+        self._host[key] = (state, list(slot.tokens))
         self._host_bytes += len(state)
         while self._host_bytes > self.host_budget:
             oldest = next(k for k in self._host if k not in self._parked)
@@ -666,7 +676,10 @@ class LlamaEngine:
         if not _consecutive(order):
             self.counters["split_steps"] += 1  # llama.cpp takes ids in batch order: n, n+1, ... in one pass
         b.n_tokens = n
+        t0 = time.perf_counter()
         rc = C.llama_decode(self.ctx, b)
+        self._decode_s += time.perf_counter() - t0
+        self.counters["decode_ms"] = round(self._decode_s * 1000)
         if rc != 0:
             for _, key in ahead:
                 self._drop(key)
