@@ -22,6 +22,7 @@ def test_precedence_file_then_env_then_flags(tmp_path):
         ('engine = "scripted"\ntls_cert = "c.pem"', {}, "tls_cert and tls_key go together"),
         ('model = "/nope.gguf"', {}, "/nope.gguf does not exist"),
         ('engine = "scripted"', {"RTSERVER_PREFILL_CHUNK": "0"}, "prefill_chunk must be at least 1"),
+        ('engine = "scripted"\ntime_slice = -1', {}, "time_slice must be >= 0"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, file, env, needle):
