@@ -802,11 +802,13 @@ class LlamaEngine:
         return bool(C.llama_state_seq_set_data(self.ctx, state.buf, state.n, seq) == state.n)
 
     def _let_go(self, state: _State | None) -> None:
-        """A state no longer needed: its buffer is kept for the next one (the smallest go beyond _SPARES)."""
+        """A state no longer needed: its buffer is kept for the next one (the oldest go beyond _SPARES: dropping
+        the smallest instead left spares too large for most states, 64 % of them found one in a simulation against
+        86 %)."""
         if state is not None:
             self._spare.append(state.buf)
             if len(self._spare) > _SPARES:
-                self._spare.remove(min(self._spare, key=len))
+                del self._spare[0]
 
     def _put(self, b: Any, n: int, slot: _Slot, tok: int, logits: bool) -> int:
         b.token[n] = tok
