@@ -29,7 +29,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,6 +129,7 @@ class _State:
         return len(self.buf)
 
 
+_sched_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)  # not on every platform
 _SPARES = 8  # state buffers kept for reuse
 
 
@@ -719,6 +720,11 @@ class LlamaEngine:
             if (q.next_token is None and not q.produced) or self._emitted_all(q):  # the prompt, or a token fully sent
                 q.emitted_upto = len(q.slot.tokens)
             self._sample(q, row, active)
+        if rows:
+            # Hand the core to the event loop, which has the tokens just emitted to send. Where the two threads
+            # share a core, the loop otherwise waited while the next step computed, for as long as the kernel's
+            # wakeup granularity (~1 ms; measured: bundled model, 16 sessions, median first delta 8.9 -> 7.8 ms).
+            _sched_yield()
         if self._ahead and not active:
             self._step(active)  # the last turns ended: their next turns' openings now, before any new turn starts
 
