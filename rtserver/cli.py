@@ -27,7 +27,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     d = Settings()
     s = sub.add_parser(
-        "serve", help="run the server", description=DESCRIPTION, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        "serve", help="run the server", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     s.add_argument("--host", help=f"address to listen on (default {d.host})")
     s.add_argument("--port", type=int, help=f"port for WebSocket and HTTP (default {d.port}; 0 picks a free one)")

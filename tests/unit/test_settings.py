@@ -31,3 +31,12 @@ def test_bad_settings_name_the_key(tmp_path, file, env, needle):
     with pytest.raises(ConfigError) as info:
         load_settings(str(cfg), env, {})
     assert needle in str(info.value)
+
+
+def test_serve_help_gives_real_defaults_not_none():
+    from rtserver.cli import _parser
+
+    serve = _parser()._subparsers._group_actions[0].choices["serve"]  # type: ignore[union-attr]
+    text = " ".join(serve.format_help().split())
+    assert "(default: None)" not in text  # flags default to None only so that settings can layer under them
+    assert "--time-slice TOKENS" in text and "(default 4; 0: a turn keeps its place)" in text
