@@ -113,24 +113,7 @@ class _Slot:
     tokens: list[int] = field(default_factory=list)  # what this sequence's KV holds, in order
 
 
-class _State:
-    """A sequence's KV as llama.cpp's per-sequence state: the first ``n`` bytes of ``buf``. The buffer goes back to
-    the engine's spares when the state is let go, for the next state to be written into: zero-filling and first
-    touching a fresh 2.5 MB buffer took 0.7 ms on the 201 M benchmark model, llama.cpp's own copy 0.24 ms."""
-
-    __slots__ = ("buf", "n")
-
-    def __init__(self, buf: Any, n: int) -> None:
-        self.buf, self.n = buf, n
-
-    @property
-    def size(self) -> int:
-        """The memory it holds (what the host-memory budget counts)."""
-        return len(self.buf)
-
-
 _sched_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)  # not on every platform
-_SPARES = 8  # state buffers kept for reuse
 
 
 @dataclass
@@ -207,9 +190,9 @@ class LlamaEngine:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # session key -> slot, least recently used first
-        # Evicted sessions' KV, least recently evicted first: key -> (its state, the tokens it holds)
-        self._host: OrderedDict[str, tuple[_State, list[int]]] = OrderedDict()
-        self._spare: list[Any] = []  # buffers of states let go (see _State)
+        # Evicted sessions' KV, least recently evicted first: key -> (llama_state_seq data as the ctypes array
+        # llama.cpp wrote, handed back to it as it is; the tokens it holds)
+        self._host: OrderedDict[str, tuple[Any, list[int]]] = OrderedDict()
         self._host_bytes = 0
         self._parked: set[str] = set()  # of those, turns in progress: their KV is never dropped for the budget
         self._decode_s = self._park_s = 0.0
@@ -343,7 +326,8 @@ class LlamaEngine:
     # KV parks in host memory, as an idle session's does, and it resumes where it was when its turn comes again:
     # turns waiting to start first, then parked turns (highest priority, then first parked). Under overload a player's
     # line starts within a step or two instead of after the replies ahead of it have ended; the replies under
-    # way stream more slowly, and throughput is the same (a park or a resume costs well under a millisecond).
+    # way stream more slowly, and throughput falls a little (2-11 % in docs/benchmarks.md; a park and its resume
+    # cost ~1.3 ms for a 5 MB KV there, `park_ms`).
 
     def _run(self) -> None:
         active: list[_Seq] = []
@@ -518,17 +502,15 @@ class LlamaEngine:
         if state is None:
             return False
         if parking:
-            if sum(self._host[k][0].size for k in self._parked) + state.size > self.host_budget:
-                self._let_go(state)
+            if sum(len(self._host[k][0]) for k in self._parked) + len(state) > self.host_budget:
                 return False
             self._parked.add(key)
         self._host[key] = (state, list(slot.tokens))
-        self._host_bytes += state.size
+        self._host_bytes += len(state)
         while self._host_bytes > self.host_budget:
             oldest = next(k for k in self._host if k not in self._parked)
             data, _ = self._host.pop(oldest)
-            self._host_bytes -= data.size
-            self._let_go(data)
+            self._host_bytes -= len(data)
             self.counters["kv_dropped"] += 1
         return True
 
@@ -537,11 +519,9 @@ class LlamaEngine:
         if saved is None:
             return
         data, tokens = saved
-        self._host_bytes -= data.size
+        self._host_bytes -= len(data)
         self._parked.discard(key)
-        restored = self._set_state(slot.seq, data)
-        self._let_go(data)
-        if restored:
+        if self._set_state(slot.seq, data):
             slot.tokens = tokens
             self.counters["kv_restored"] += 1
         else:  # could not restore: start empty, the history is prefilled
@@ -603,7 +583,7 @@ class LlamaEngine:
         """A persona shared by many sessions (the same NPC) is prefilled once: a session that holds less of its
         prompt than another sequence, or another session's KV saved in host memory, copies that KV (the state
         blob, cut to the shared prefix) instead of computing it again."""
-        best: _Slot | tuple[_State, list[int]] | None = None
+        best: _Slot | tuple[Any, list[int]] | None = None
         best_len = keep + MIN_SHARED_PREFIX - 1
         if best_len >= len(prompt):  # a returning session already holds (nearly) all of it: nothing to gain
             return keep
@@ -621,10 +601,7 @@ class LlamaEngine:
         best_len = min(best_len, len(prompt) - 1)
         state, tokens = (self._seq_state(best.seq), best.tokens) if isinstance(best, _Slot) else best
         C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)
-        copied = state is not None and self._set_state(slot.seq, state)
-        if isinstance(best, _Slot):
-            self._let_go(state)
-        if not copied:
+        if state is None or not self._set_state(slot.seq, state):
             slot.tokens = []
             return 0
         C.llama_memory_seq_rm(self._mem, slot.seq, best_len, -1)
@@ -756,19 +733,15 @@ class LlamaEngine:
         here = slot.seq
         mine = self._seq_state(here) if slot.tokens else None
         theirs = self._seq_state(to) if other is not None and other.tokens else None
-        try:
-            if (slot.tokens and mine is None) or (other is not None and other.tokens and theirs is None):
-                return False
+        if (slot.tokens and mine is None) or (other is not None and other.tokens and theirs is None):
+            return False
+        C.llama_memory_seq_rm(self._mem, to, -1, -1)
+        if mine is not None and not self._set_state(to, mine):
             C.llama_memory_seq_rm(self._mem, to, -1, -1)
-            if mine is not None and not self._set_state(to, mine):
-                C.llama_memory_seq_rm(self._mem, to, -1, -1)
-                self._put_back(other, to, theirs)
-                return False
-            C.llama_memory_seq_rm(self._mem, here, -1, -1)
-            self._put_back(other, here, theirs)
-        finally:
-            self._let_go(mine)
-            self._let_go(theirs)
+            self._put_back(other, to, theirs)
+            return False
+        C.llama_memory_seq_rm(self._mem, here, -1, -1)
+        self._put_back(other, here, theirs)
         slot.seq = to
         if other is not None:
             other.seq = here
@@ -778,43 +751,25 @@ class LlamaEngine:
         self.counters["kv_moves"] += 1
         return True
 
-    def _put_back(self, slot: _Slot | None, seq: int, data: _State | None) -> None:
+    def _put_back(self, slot: _Slot | None, seq: int, data: Any) -> None:
         """Load an idle session's saved KV into ``seq``; if llama.cpp refuses, its next turn prefills its history."""
         if slot is not None and data is not None and not self._set_state(seq, data):
             C.llama_memory_seq_rm(self._mem, seq, -1, -1)
             slot.tokens = []
 
-    def _seq_state(self, seq: int, limit: int | None = None) -> _State | None:
-        """A sequence's KV as llama.cpp's per-sequence state, or None if llama.cpp cannot write it or it would hold
-        more than ``limit`` bytes. Written into a spare buffer of about its size when there is one; a new buffer
-        has an eighth more room, for the same session's state a few tokens later."""
+    def _seq_state(self, seq: int, limit: int | None = None) -> Any:
+        """A sequence's KV as llama.cpp's per-sequence state (a ctypes byte array), or None if llama.cpp cannot
+        write it or it is larger than ``limit`` bytes."""
         size = C.llama_state_seq_get_size(self.ctx, seq)
-        fits = [b for b in self._spare if size <= len(b) <= size + size // 4]
-        buf = min(fits, key=len) if fits else None
-        if limit is not None and (len(buf) if buf is not None else size + size // 8) > limit:
+        if limit is not None and size > limit:
             return None
-        if buf is None:
-            buf = (ctypes.c_uint8 * (size + size // 8))()
-        else:
-            self._spare.remove(buf)
+        buf = (ctypes.c_uint8 * size)()
         written = C.llama_state_seq_get_data(self.ctx, buf, size, seq)
-        if not written:
-            self._spare.append(buf)
-            return None
-        return _State(buf, written)
+        return (ctypes.c_uint8 * written).from_buffer(buf) if written else None
 
-    def _set_state(self, seq: int, state: _State) -> bool:
+    def _set_state(self, seq: int, data: Any) -> bool:
         """Load a state from ``_seq_state`` into ``seq``; False if llama.cpp refuses it."""
-        return bool(C.llama_state_seq_set_data(self.ctx, state.buf, state.n, seq) == state.n)
-
-    def _let_go(self, state: _State | None) -> None:
-        """A state no longer needed: its buffer is kept for the next one (the oldest go beyond _SPARES: dropping
-        the smallest instead left spares too large for most states, 64 % of them found one in a simulation against
-        86 %)."""
-        if state is not None:
-            self._spare.append(state.buf)
-            if len(self._spare) > _SPARES:
-                del self._spare[0]
+        return bool(C.llama_state_seq_set_data(self.ctx, data, len(data), seq) == len(data))
 
     def _put(self, b: Any, n: int, slot: _Slot, tok: int, logits: bool) -> int:
         b.token[n] = tok
