@@ -613,9 +613,45 @@ async def test_kv_is_reused_by_text_when_samples_do_not_retokenize(tmp_path, bun
     await engine.start()
     try:
         (reply, first), (_, second) = await run_turns(engine, [("s", "Hello there!"), ("s", "And then?")])
-        assert engine.model.tokenize(reply) != [] and engine.stats()["text_matched_tokens"] > 0
+        retokenized = engine.model.tokenize(reply)
     finally:
         await engine.close()
     assert first.completion_tokens == 80 and first.reason == "length"  # random weights: it never stops
+    assert retokenized and len(retokenized) != first.completion_tokens  # the samples are not how their text splits
     # Everything the sequence held after turn one is reused: its prompt and every sampled token.
     assert second.reused_tokens >= first.prompt_tokens + first.completion_tokens - 1
+
+
+def test_a_prompt_is_split_as_a_whole_though_only_its_new_text_is_tokenized(bundled_model):
+    """A returning session's prompt reuses the tokens its sequence holds up to a control token and tokenizes only
+    what follows; the result must be the tokenizer's split of the whole text, for a next turn (the sequence holds
+    the history), a regenerated one (it holds more than the prompt), a prompt cut to fit (it holds turns the
+    prompt no longer has) and a continued reply (its last word goes on)."""
+    from rtserver.engine.base import Message
+    from rtserver.engine.llama import LlamaEngine, Model
+
+    engine = LlamaEngine(bundled_model, slots=1)
+    engine.model = model = Model(bundled_model)
+    try:
+        persona = Message("system", "You are Bram, the blacksmith of Ravenford.")
+        turns = [Message("user", "What do you sell?"), Message("assistant", "Swords, helmets and axes.")]
+        turns += [Message("user", "Any news?"), Message("assistant", "The harvest was good.")]
+        before = model.template.render([persona, *turns]).encode()
+        held = model.tokenize_bytes(before)
+        cases = {
+            "next turn": [persona, *turns, Message("user", "Tell me a story.")],
+            "regenerate": [persona, *turns[:3]],
+            "cut to fit": [persona, *turns[2:], Message("user", "Goodbye.")],
+            # it holds " black" where the text now says " blacksmith", one token
+            "continue": [persona, *turns[:3], Message("assistant", "I am the blacksmith.")],
+        }
+        for name, messages in cases.items():
+            if name == "continue":
+                partial = [persona, *turns[:3], Message("assistant", "I am the black")]
+                held = model.tokenize_bytes(model.template.render(partial, continue_last=True).encode())
+            text = model.template.render(messages, continue_last=name == "continue").encode()
+            tokens = engine._tokenize(text, held)
+            assert tokens == model.tokenize_bytes(text), name
+            assert b"".join(model.piece(t, True) for t in tokens) == text, name
+    finally:
+        model.close()
