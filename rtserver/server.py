@@ -61,6 +61,7 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
             host_budget_mb=settings.kv_host_mb,
             prefill_chunk=settings.prefill_chunk,
             decode_ahead=settings.decode_ahead,
+            save_ahead=settings.save_ahead,
             time_slice=settings.time_slice,
             n_batch=max(256, settings.prefill_chunk + settings.slots),
             name=name,

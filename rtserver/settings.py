@@ -34,6 +34,7 @@ class Settings:
     kv_host_mb: int = 256  # evicted sessions' KV kept in host memory (restored, not recomputed); 0 = off
     prefill_chunk: int = 128  # prompt tokens decoded per engine step beside the generating sessions' tokens
     decode_ahead: bool = True  # when a reply ends, decode the template tokens that open the next turn at once
+    save_ahead: bool = True  # while the engine is idle, copy idle sessions' KV to host memory ahead of eviction
     time_slice: int = 4  # tokens a running turn generates before a turn waiting for a sequence may take it; 0 = off
     threads: int = 0  # llama.cpp threads; 0 = all cores
     flash_attn: str = "off"  # llama.cpp flash attention: off (fastest on CPU, measured) | on | auto (GPU builds)

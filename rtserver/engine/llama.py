@@ -185,6 +185,7 @@ class LlamaEngine:
         host_budget_mb: int = 256,
         flash_attn: str = "off",
         decode_ahead: bool = True,
+        save_ahead: bool = True,
         time_slice: int = 4,
         name: str = "default",
     ) -> None:
@@ -192,7 +193,7 @@ class LlamaEngine:
         self.n_ctx_seq, self.n_slots, self.n_batch = n_ctx, slots, n_batch
         self.capacity = slots  # turns decoded at once
         self.prefill_chunk = min(prefill_chunk, n_batch)
-        self.decode_ahead = decode_ahead
+        self.decode_ahead, self.save_ahead = decode_ahead, save_ahead
         self.time_slice = time_slice
         self.n_threads = n_threads or os.cpu_count() or 2
         self.flash_attn = {
@@ -204,6 +205,7 @@ class LlamaEngine:
         self.ctx: Any = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
+        self.idle = threading.Event()  # set while the worker has nothing to do and waits for a turn
         self._thread: threading.Thread | None = None
         self._slots: OrderedDict[str, _Slot] = OrderedDict()  # session key -> slot, least recently used first
         # Evicted sessions' KV, least recently evicted first: key -> (llama_state_seq data as the ctypes array
@@ -211,6 +213,10 @@ class LlamaEngine:
         self._host: OrderedDict[str, tuple[Any, list[int]]] = OrderedDict()
         self._host_bytes = 0
         self._parked: set[str] = set()  # of those, turns in progress: their KV is never dropped for the budget
+        # Copies of idle sessions' KV still in the context, made while the engine had nothing to do, so that the
+        # one evicted next need not be saved on the way to a turn (see _save_ahead). Within the same budget.
+        self._copies: dict[str, tuple[Any, list[int]]] = {}
+        self._copies_bytes = 0
         self._decode_s = self._park_s = 0.0
         self.host_budget = host_budget_mb * 1024 * 1024
         self._free = list(range(slots))
@@ -230,6 +236,8 @@ class LlamaEngine:
             "kv_saved": 0,
             "kv_restored": 0,
             "kv_dropped": 0,
+            "kv_saved_ahead": 0,  # idle sessions' KV copied to host memory while the engine had nothing to do
+            "kv_saved_ahead_used": 0,  # evictions that kept such a copy instead of saving the KV then
             "peak_batch_sequences": 0,
             "steps": 0,  # llama_decode calls
             "split_steps": 0,  # of which the batch's sequence ids were not one run (more than one pass)
@@ -351,7 +359,11 @@ class LlamaEngine:
         waiting: list[_Job] = []  # ordered by _Job.order
         while True:
             if not active and not waiting and not parked:
+                while self._jobs.empty() and self._save_ahead():
+                    pass
+                self.idle.set()
                 job = self._jobs.get()  # idle: block until there is work
+                self.idle.clear()
                 if job is None:
                     return
                 waiting.append(job)
@@ -468,6 +480,7 @@ class LlamaEngine:
         self._ended(q, "cancelled")
 
     def _slot(self, key: str, busy: set[str]) -> _Slot | None:
+        self._drop_copy(key)  # its turn changes its KV
         slot = self._slots.pop(key, None)
         if slot is None:
             # A session whose KV is not in the context takes a sequence next to the running ones, so that no KV has
@@ -503,7 +516,13 @@ class LlamaEngine:
         old = self._slots.pop(key)
         self._ahead.pop(key, None)
         self.counters["evictions"] += 1
-        if self._save(key, old):
+        copy = self._drop_copy(key)
+        if copy is not None and copy[1] == old.tokens:  # saved while the engine was idle, and still what it holds
+            self.counters["kv_saved_ahead_used"] += 1
+            kept = self._keep(key, *copy)
+        else:
+            kept = self._save(key, old)
+        if kept:
             self.counters["kv_saved"] += 1
         C.llama_memory_seq_rm(self._mem, old.seq, -1, -1)
         self._free.append(old.seq)
@@ -515,20 +534,53 @@ class LlamaEngine:
         if not self.host_budget or not slot.tokens:
             return False
         state = self._seq_state(slot.seq, limit=self.host_budget)
-        if state is None:
-            return False
+        return state is not None and self._keep(key, state, list(slot.tokens), parking=parking)
+
+    def _keep(self, key: str, state: Any, tokens: list[int], *, parking: bool = False) -> bool:
+        """Hold a sequence's saved KV in host memory, making room within the budget: copies of sessions still in
+        the context go first (they cost only a save when evicted), then the idle sessions' saved longest ago."""
         if parking:
             if sum(len(self._host[k][0]) for k in self._parked) + len(state) > self.host_budget:
                 return False
             self._parked.add(key)
-        self._host[key] = (state, list(slot.tokens))
+        self._host[key] = (state, tokens)
         self._host_bytes += len(state)
+        while self._copies and self._host_bytes + self._copies_bytes > self.host_budget:
+            self._drop_copy(next(iter(self._copies)))
         while self._host_bytes > self.host_budget:
             oldest = next(k for k in self._host if k not in self._parked)
             data, _ = self._host.pop(oldest)
             self._host_bytes -= len(data)
             self.counters["kv_dropped"] += 1
         return True
+
+    def _save_ahead(self) -> bool:
+        """While the engine has nothing to do and every sequence is taken, copy an idle session's KV to host
+        memory, least recently used first (the next to be evicted), where the budget has room without dropping
+        anything. The eviction that makes way for another session's turn then keeps the copy instead of saving
+        the KV on the way to that turn's first delta (0.43 ms of 5.9 for the bundled model at 16 sessions).
+        False when there is nothing to copy."""
+        if not self.save_ahead or self._free or not self.host_budget:
+            return False
+        for key, slot in self._slots.items():
+            copy = self._copies.get(key)
+            if not slot.tokens or (copy is not None and copy[1] == slot.tokens):
+                continue
+            self._drop_copy(key)
+            state = self._seq_state(slot.seq, limit=self.host_budget - self._host_bytes - self._copies_bytes)
+            if state is None:
+                return False
+            self._copies[key] = (state, list(slot.tokens))
+            self._copies_bytes += len(state)
+            self.counters["kv_saved_ahead"] += 1
+            return True
+        return False
+
+    def _drop_copy(self, key: str) -> tuple[Any, list[int]] | None:
+        copy = self._copies.pop(key, None)
+        if copy is not None:
+            self._copies_bytes -= len(copy[0])
+        return copy
 
     def _restore(self, key: str, slot: _Slot) -> None:
         saved = self._host.pop(key, None)
@@ -545,6 +597,7 @@ class LlamaEngine:
 
     def _drop(self, key: str) -> None:
         self._ahead.pop(key, None)
+        self._drop_copy(key)
         slot = self._slots.pop(key, None)
         if slot is not None:
             C.llama_memory_seq_rm(self._mem, slot.seq, -1, -1)

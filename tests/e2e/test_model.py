@@ -425,6 +425,34 @@ async def test_evicted_kv_is_restored_not_recomputed(bundled_model):
     assert rebuilt[1]["kv_restored"] == 0
 
 
+async def test_an_idle_engine_saves_the_kv_it_will_evict_next_ahead_of_time(bundled_model):
+    """With every sequence taken and nothing to do, the engine copies the idle sessions' KV to host memory; the
+    eviction that makes way for another session's turn keeps that copy instead of saving the KV then, and the
+    evicted session's next turn continues exactly as it does without copies."""
+    from rtserver.engine.llama import LlamaEngine
+
+    plan = [("a", "Hello!"), ("b", "Any news?"), ("a", "What do you sell?"), ("b", "Tell me a story.")]
+    results = {}
+    for ahead in (False, True):
+        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, save_ahead=ahead)
+        await engine.start()
+        try:
+            history: dict = {}
+            replies = []
+            for key, line in plan:
+                replies.append(await run_turn(engine, history, key, line))
+                assert await asyncio.to_thread(engine.idle.wait, 30)  # the worker is done with this turn
+            results[ahead] = (replies, engine.stats())
+        finally:
+            await engine.close()
+    (plain, plain_stats), (ahead, stats) = results[False], results[True]
+    assert [t for t, _ in ahead] == [t for t, _ in plain]
+    assert [f.reused_tokens for _, f in ahead] == [f.reused_tokens for _, f in plain]
+    assert stats["kv_saved_ahead"] == 4 and plain_stats["kv_saved_ahead"] == 0  # after each turn, its session's
+    assert stats["kv_saved_ahead_used"] == 3 and stats["kv_saved"] == plain_stats["kv_saved"] == 3
+    assert stats["kv_restored"] == plain_stats["kv_restored"] == 2
+
+
 async def test_host_kv_stays_within_its_budget(bundled_model):
     from rtserver.engine.llama import LlamaEngine
 
@@ -437,7 +465,7 @@ async def test_host_kv_stays_within_its_budget(bundled_model):
         await run_turns(engine, [(k, "Hello!") for k in "bcd"])  # evicts a, b, c
         stats = engine.stats()
         assert stats["kv_saved"] == 3 and stats["kv_dropped"] == 1
-        assert engine._host_bytes <= engine.host_budget
+        assert engine._host_bytes + engine._copies_bytes <= engine.host_budget
         assert list(engine._host) == ["b", "c"]  # the oldest went first
     finally:
         await engine.close()
