@@ -104,6 +104,13 @@ class Model:
             piece = known[token] = self._piece.raw[:n] if n > 0 else b""
         return piece
 
+    def pieces(self, tokens: list[int]) -> list[bytes]:
+        """Each token's text, control tokens spelled out."""
+        try:
+            return list(map(self._pieces[True].__getitem__, tokens))
+        except KeyError:
+            return [self.piece(t, True) for t in tokens]
+
     def splits_after(self, token: int) -> bool:
         """Whether text after this token is tokenized the same alone: llama.cpp tokenizes the text between control
         tokens piece by piece (one that strips the whitespace after it is left out)."""
@@ -954,7 +961,7 @@ class LlamaEngine:
         mostly its history: tokenizing all of it took 0.26 ms for 321 tokens of the bundled model, on the way to
         every first delta."""
         assert self.model is not None
-        pieces = [self.model.piece(t, True) for t in held]
+        pieces = self.model.pieces(held)
         spelled = b"".join(pieces)
         if all(pieces) and text.startswith(spelled):
             n, pos = len(held), len(spelled)
