@@ -199,14 +199,17 @@ def main() -> None:
         sys.exit(f"{LLAMA_SERVER} is missing: build it with bench/build_peers.sh")
     out: dict[str, Any] = {"params": vars(a), "results": {}}
     for n in (int(x) for x in a.sessions.split(",")):
-        for name in servers:
-            runs = []
-            for i in range(a.runs):
+        # Rounds: every server once per round, so that this VM's drift in speed (up to a quarter within an hour)
+        # falls on all of them alike; each round's ratio to rtserver is kept beside the medians.
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in servers}
+        for i in range(a.runs):
+            for name in servers:
                 r = one(name, n, a)
-                runs.append(r)
+                runs[name].append(r)
                 print(f"N={n} {name} run {i + 1}: {json.dumps(r)}", file=sys.stderr, flush=True)
-            out["results"].setdefault(str(n), {})[name] = {"digest": digest(runs), "runs": runs}
-        res = out["results"][str(n)]
+        res = out["results"].setdefault(str(n), {})
+        for name in servers:
+            res[name] = {"digest": digest(runs[name]), "runs": runs[name]}
         if "rtserver" in res:
             rt = res["rtserver"]["digest"]
             for name in servers:
@@ -214,6 +217,11 @@ def main() -> None:
                     d = res[name]["digest"]
                     d["ttft_p50_vs_rtserver"] = round((d["ttft_p50_ms"] or 0) / rt["ttft_p50_ms"], 2)
                     d["tok_s_vs_rtserver"] = round((d["output_tok_s"] or 0) / (rt["output_tok_s"] or 1), 2)
+                    d["ttft_p50_vs_rtserver_by_round"] = [
+                        round(r["ttft_ms"]["p50"] / q["ttft_ms"]["p50"], 2)
+                        for r, q in zip(runs[name], runs["rtserver"], strict=True)
+                        if r["ttft_ms"].get("p50") and q["ttft_ms"].get("p50")
+                    ]
         write_json(a.name or f"compare-{Path(a.model).stem}", {**out, "pid": os.getpid()})
     print(table(out))
 
@@ -234,6 +242,10 @@ def table(out: dict[str, Any]) -> str:
                 f"{d['output_tok_s']} | {d['stream_tok_s_p50']} | "
                 f"{d['turns_done']}/{d['turns_planned']} | {d['peak_rss_mib']} |"
             )
+    for n, res in out["results"].items():
+        for name, r in res.items():
+            if by_round := r["digest"].get("ttft_p50_vs_rtserver_by_round"):
+                rows.append(f"\nN={n} {name}: TTFT p50 / rtserver's, round by round: {by_round}")
     return "\n".join(rows)
 
 
