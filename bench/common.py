@@ -71,10 +71,10 @@ def pinned(cmd: list[str], cpus: str | None) -> list[str]:
 
 
 def start_rtserver(
-    args: list[str], cpus: str | None, data_dir: Path, env: dict[str, str] | None = None
+    args: list[str], cpus: str | None, data_dir: Path, env: dict[str, str] | None = None, module: str = "rtserver"
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start `rtserver serve` and return it with its URL once it logs `listening`."""
-    cmd = pinned([sys.executable, "-m", "rtserver", "serve", "--port", "0", "--data-dir", str(data_dir), *args], cpus)
+    """Start `rtserver serve` (as ``python -m module serve``) and return it with its URL once it logs `listening`."""
+    cmd = pinned([sys.executable, "-m", module, "serve", "--port", "0", "--data-dir", str(data_dir), *args], cpus)
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
     assert proc.stderr is not None
     for line in proc.stderr:

@@ -247,6 +247,37 @@ async def test_a_waiting_turn_takes_a_running_turns_place_after_its_slice(bundle
 LINES_AB = [("a", "Tell me a story."), ("b", "What do you sell?")]
 
 
+@pytest.mark.parametrize("prefill_first", [True, False], ids=["prompt-alone", "prompt-beside-next-tokens"])
+async def test_a_new_turns_prompt_is_decoded_before_the_others_next_tokens(bundled_model, prefill_first):
+    """b's line comes while a generates: with prefill_first b's prompt is decoded in a step of its own and a's next
+    token in the step after; otherwise the two share a step. The replies are the same either way, and the same
+    as each turn's alone."""
+    from rtserver.engine.base import Message, Request
+    from rtserver.engine.llama import LlamaEngine
+
+    def request(key: str, line: str) -> Request:
+        return Request(key, [Message("system", PERSONA), Message("user", line)], temperature=0, max_tokens=40)
+
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=2, prefill_first=prefill_first)
+    await engine.start()
+    try:
+        alone = [await collect(engine.generate(request(k, line)), k, []) for k, line in LINES_AB]
+        before = engine.stats()
+        first = engine.generate(request("a2", LINES_AB[0][1]))
+        head = await anext(first)  # a is generating before b is submitted
+        got = await asyncio.gather(
+            collect(first, "a", []), collect(engine.generate(request("b2", LINES_AB[1][1])), "b", [])
+        )
+        stats = engine.stats()
+    finally:
+        await engine.close()
+    got[0] = (head.text + got[0][0], got[0][1])
+    assert [t for t, _ in got] == [t for t, _ in alone]
+    assert alone[0][1].completion_tokens > 8  # a's reply runs on while b's prompt is decoded
+    assert before["prefill_first_steps"] == 0  # one turn at a time: nothing to put first
+    assert (stats["prefill_first_steps"] == 1) is prefill_first
+
+
 async def test_a_parked_turn_that_is_cancelled_ends_at_once(bundled_model):
     """A turn parked for a higher-priority one (which it may not take the sequence back from) is cancelled: it
     ends while the other still runs, and its session's next turn still reuses the KV parked for it."""

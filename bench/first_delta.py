@@ -1,0 +1,186 @@
+"""Where a first delta's time goes inside rtserver: the conversations of bench.compare against one `rtserver serve`
+whose engine and session code are wrapped with timers (this module started as the server, ``serve`` first).
+
+Per turn, from the line reaching the session (start_turn) to its first delta written to the socket: the way to the
+engine, the engine's part (and in it: waiting for a step under way, taking a sequence — evicting, restoring —,
+preparing the prompt, decoding, sampling) and the way back. The timers cost a few microseconds per call; the
+figures are for comparing one build with another on the same machine, not with the other benchmarks.
+
+    python -m bench.first_delta --model rtserver/models/rtserver-tiny-q8_0.gguf --sessions 16
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import bisect
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .common import median, run_json, start_rtserver, stop, write_json
+
+PHASES = ("_slot", "_evict", "_save", "_restore", "_start", "_prompt", "_tokenize", "_compact", "decode", "_sample")
+
+
+def serve(argv: list[str]) -> None:
+    """Run `rtserver serve` with timers; write what they saw to $FIRST_DELTA_OUT at exit."""
+    from rtserver import session as S
+    from rtserver.cli import main
+    from rtserver.engine import llama as L
+    from rtserver.engine.base import Token
+
+    clock = time.perf_counter
+    spans: list[tuple[float, float, str]] = []  # engine phases (the worker thread)
+    turns: dict[str, dict[str, float]] = {}  # sid -> the current turn's stamps
+    done: list[dict[str, float]] = []
+
+    def timed(name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def wrapper(*a: Any, **k: Any) -> Any:
+            t0 = clock()
+            try:
+                return fn(*a, **k)
+            finally:
+                spans.append((t0, clock(), name))
+
+        return wrapper
+
+    for name in PHASES:
+        if name == "decode":
+            import llama_cpp
+
+            setattr(llama_cpp, "llama_decode", timed("decode", llama_cpp.llama_decode))  # noqa: B010 (untyped)
+        else:
+            setattr(L.LlamaEngine, name, timed(name, getattr(L.LlamaEngine, name)))
+
+    start_turn, generate, emit, session_emit = (
+        S.SessionManager.start_turn,
+        L.LlamaEngine.generate,
+        L._Job.emit,
+        S.Session.emit,
+    )
+
+    def on_start(self: Any, s: Any, *a: Any, **k: Any) -> Any:
+        turns[s.sid] = {"start": clock()}
+        return start_turn(self, s, *a, **k)
+
+    def on_generate(self: Any, request: Any) -> Any:
+        if (t := turns.get(request.key)) is not None:
+            t["submit"] = clock()
+        return generate(self, request)
+
+    def on_emit(self: Any, event: Any) -> None:
+        if isinstance(event, Token) and (t := turns.get(self.request.key)) is not None and "token" not in t:
+            t["token"] = clock()
+        emit(self, event)
+
+    def on_session_emit(self: Any, frame: Any) -> None:
+        t = turns.get(self.sid)
+        session_emit(self, frame)
+        if t is not None and frame.get("t") == "delta" and "written" not in t and "token" in t:
+            t["written"] = clock()
+            done.append(t)
+
+    S.SessionManager.start_turn = on_start  # type: ignore[method-assign]
+    L.LlamaEngine.generate = on_generate  # type: ignore[method-assign]
+    L._Job.emit = on_emit  # type: ignore[method-assign]
+    S.Session.emit = on_session_emit  # type: ignore[method-assign]
+
+    def dump() -> None:
+        Path(os.environ["FIRST_DELTA_OUT"]).write_text(json.dumps({"spans": spans, "turns": done}))
+
+    atexit.register(dump)
+    main(argv)
+
+
+def breakdown(spans: list[list[Any]], turns: list[dict[str, float]]) -> dict[str, Any]:
+    """Per turn, each engine phase's time between the turn's submission and its first token; medians and means."""
+    spans.sort()
+    starts = [s[0] for s in spans]
+    per: dict[str, list[float]] = {p: [] for p in (*PHASES, "waiting")}
+    for t in turns:
+        lo, hi = t["submit"], t["token"]
+        acc = dict.fromkeys(PHASES, 0.0)
+        first = None
+        for t0, t1, name in spans[bisect.bisect_left(starts, lo - 1.0) :]:
+            if t0 > hi:
+                break
+            if (overlap := min(t1, hi) - max(t0, lo)) > 0:
+                acc[name] += overlap
+            if first is None and t0 >= lo and name == "_slot":
+                first = t0
+        for name, v in acc.items():
+            per[name].append(v * 1000)
+        per["waiting"].append(((first or lo) - lo) * 1000)  # a step under way, or the worker waking
+    out = {name: {"p50": _ms(median(v)), "mean": _ms(sum(v) / len(v) if v else None)} for name, v in per.items()}
+    legs: dict[str, Callable[[dict[str, float]], float]] = {
+        "to_engine": lambda t: t["submit"] - t["start"],
+        "engine": lambda t: t["token"] - t["submit"],
+        "to_socket": lambda t: t["written"] - t["token"],
+        "server": lambda t: t["written"] - t["start"],
+    }
+    for name, f in legs.items():
+        out[name] = {"p50": _ms(median([f(t) * 1000 for t in turns]))}
+    return out
+
+
+def _ms(v: float | None) -> float | None:
+    return None if v is None else round(v, 3)
+
+
+def main() -> None:
+    if sys.argv[1:2] == ["serve"]:
+        serve(sys.argv[1:])
+        return
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True)
+    p.add_argument("--sessions", type=int, default=16)
+    p.add_argument("--turns", type=int, default=10)
+    p.add_argument("--think", type=float, default=2.0)
+    p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--ctx", type=int, default=512)
+    p.add_argument("--host-mb", type=int, default=256)
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--server-cpus", default="0")
+    p.add_argument("--client-cpus", default="1")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an rtserver setting (repeat)")
+    p.add_argument("--name", default="first-delta")
+    a = p.parse_args()
+    slots = max(1, a.sessions // 4)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {
+            "FIRST_DELTA_OUT": f"{tmp}/spans.json",
+            "RTSERVER_KV_HOST_MB": str(a.host_mb),
+            "RTSERVER_MAX_QUEUE_WAIT": "3600",
+            "RTSERVER_MAX_QUEUED_TURNS": "100000",
+            "RTSERVER_FSYNC": "false",
+            **{f"RTSERVER_{k.upper()}": v for k, v in (s.split("=", 1) for s in a.set)},
+        }
+        args = ["--model", str(Path(a.model).resolve()), "--threads", "1", "--slots", str(slots)]
+        proc, url = start_rtserver([*args, "--n-ctx", str(a.ctx)], a.server_cpus, Path(tmp), env, "bench.first_delta")
+        try:
+            base = ["-m", "bench.conversations", "--target", "rtserver", "--url", url]
+            base += ["--max-tokens", str(a.max_tokens)]
+            run_json([*base, "--sessions", "1", "--turns", "1", "--think", "0", "--seed", "0"], a.client_cpus)
+            conv = [*base, "--sessions", str(a.sessions), "--turns", str(a.turns), "--think", str(a.think)]
+            client = run_json([*conv, "--seed", str(a.seed)], a.client_cpus)
+        finally:
+            stop(proc)
+        seen = json.loads(Path(f"{tmp}/spans.json").read_text())
+    result = {
+        "params": vars(a),
+        "client_ttft_ms": client["ttft_ms"],
+        "server": breakdown(seen["spans"], seen["turns"]),
+        "turns_timed": len(seen["turns"]),
+    }
+    write_json(a.name, result)
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
