@@ -55,7 +55,7 @@ def serve(argv: list[str]) -> None:
             import llama_cpp
 
             setattr(llama_cpp, "llama_decode", timed("decode", llama_cpp.llama_decode))  # noqa: B010 (untyped)
-        else:
+        elif hasattr(L.LlamaEngine, name):  # (an older engine may lack some)
             setattr(L.LlamaEngine, name, timed(name, getattr(L.LlamaEngine, name)))
 
     start_turn, generate, emit, session_emit = (
