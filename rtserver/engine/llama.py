@@ -568,7 +568,8 @@ class LlamaEngine:
         """While the engine has nothing to do and every sequence is taken, copy an idle session's KV to host
         memory, least recently used first (the next to be evicted), where the budget has room without dropping
         anything. The eviction that makes way for another session's turn then keeps the copy instead of saving
-        the KV on the way to that turn's first delta (0.43 ms of 5.9 for the bundled model at 16 sessions).
+        the KV on the way to that turn's first delta (0.27-0.31 ms of 4.9-6.6, bundled model, 16 sessions:
+        bench/first_delta.py).
         False when there is nothing to copy."""
         if not self.save_ahead or self._free or not self.host_budget:
             return False
@@ -718,8 +719,8 @@ class LlamaEngine:
             return
         # Prompts first: where turns are prefilling beside turns generating, the prompts go alone in one step and
         # the next tokens in the next. llama.cpp gains next to nothing from batching one sequence's prompt with
-        # other sequences' tokens (bench/step_mix.py: a 10-token prompt beside 8 sequences' next tokens took 12.4 ms
-        # on the bundled model, 3.3 and 8.5 ms apart; 99 ms on the 201 M model, 46 and 52 apart), so a new turn's
+        # other sequences' tokens (bench/step_mix.py: a 10-token prompt beside 8 sequences' next tokens took 16.7 ms
+        # on the bundled model, 4.1 and 11.8 ms apart; 115 ms on the 201 M model, 49 and 60 apart), so a new turn's
         # first token comes as soon as its prompt alone is decoded, and the others' next ones no later than in
         # the shared step. Never twice in a row: the generating turns wait at most one step of prompts.
         generating = any(q.next_token is not None for q in active)
@@ -976,8 +977,8 @@ class LlamaEngine:
         text is tokenized again: llama.cpp splits text at control tokens before anything else, so this is how the
         whole text would be split wherever ``held`` is how its own text would be; where it is not (a model's
         samples often are not), the sequence's tokens stay, as in _match_text. A returning session's prompt is
-        mostly its history: tokenizing all of it took 0.26 ms for 321 tokens of the bundled model, on the way to
-        every first delta."""
+        mostly its history: preparing it took 0.46-0.53 ms of every first delta at 16 sessions on the bundled
+        model, and 0.23-0.25 ms this way (bench/first_delta.py)."""
         assert self.model is not None
         pieces = self.model.pieces(held)
         spelled = b"".join(pieces)
