@@ -61,13 +61,7 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
     """Start one server; return it, its URL and the load generator's --target."""
     threads = str(a.threads)
     if name.startswith("rtserver"):
-        env = {
-            "RTSERVER_KV_HOST_MB": str(a.host_mb),
-            "RTSERVER_MAX_QUEUE_WAIT": "3600",
-            "RTSERVER_MAX_QUEUED_TURNS": "100000",
-            "RTSERVER_FSYNC": "false",
-            **variant(name),
-        }
+        env = rtserver_env(a.host_mb, variant(name))
         args = ["--model", a.model, "--threads", threads, "--slots", str(slots), "--n-ctx", str(a.ctx)]
         proc, url = start_rtserver(args, a.server_cpus, tmp, env=env)
         return proc, url, "rtserver"
@@ -90,12 +84,29 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
     return proc, f"http://127.0.0.1:{port}", "openai"
 
 
-def variant(name: str) -> dict[str, str]:
-    """``rtserver[time_slice=0;slots=8]`` -> {"RTSERVER_TIME_SLICE": "0", "RTSERVER_SLOTS": "8"}."""
-    if "[" not in name:
-        return {}
-    pairs = name[name.index("[") + 1 : name.rindex("]")].split(";")
-    return {f"RTSERVER_{k.strip().upper()}": v.strip() for k, v in (p.split("=", 1) for p in pairs if p)}
+def variant(name: str) -> list[str]:
+    """``rtserver[time_slice=0;slots=8]`` -> ["time_slice=0", "slots=8"]."""
+    return name[name.index("[") + 1 : name.rindex("]")].split(";") if "[" in name else []
+
+
+def rtserver_env(host_mb: int, settings: list[str]) -> dict[str, str]:
+    """rtserver's environment here: the host KV budget, admission bounds raised so that it queues like the others
+    instead of answering ``busy``, no fsync; then ``settings`` (KEY=VALUE) as RTSERVER_KEY variables."""
+    return {
+        "RTSERVER_KV_HOST_MB": str(host_mb),
+        "RTSERVER_MAX_QUEUE_WAIT": "3600",
+        "RTSERVER_MAX_QUEUED_TURNS": "100000",
+        "RTSERVER_FSYNC": "false",
+        **{f"RTSERVER_{k.strip().upper()}": v.strip() for k, v in (p.split("=", 1) for p in settings if p)},
+    }
+
+
+def converse(url: str, target: str, n: int, a: argparse.Namespace) -> dict[str, Any]:
+    """One warm-up turn, then the measured conversations (bench/conversations.py) of ``n`` sessions."""
+    base = ["-m", "bench.conversations", "--target", target, "--url", url, "--max-tokens", str(a.max_tokens)]
+    run_json([*base, "--sessions", "1", "--turns", "1", "--think", "0", "--seed", "0"], a.client_cpus)
+    conv = [*base, "--sessions", str(n), "--turns", str(a.turns), "--think", str(a.think)]
+    return run_json([*conv, "--cap", str(a.cap), "--seed", str(a.seed)], a.client_cpus)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -108,10 +119,7 @@ def one(name: str, n: int, a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         proc, url, target = start(name, a, slots, Path(tmp))
         try:
-            base = ["-m", "bench.conversations", "--target", target, "--url", url, "--max-tokens", str(a.max_tokens)]
-            run_json([*base, "--sessions", "1", "--turns", "1", "--think", "0", "--seed", "0"], a.client_cpus)
-            conv = [*base, "--sessions", str(n), "--turns", str(a.turns), "--think", str(a.think)]
-            result = run_json([*conv, "--cap", str(a.cap), "--seed", str(a.seed)], a.client_cpus)
+            result = converse(url, target, n, a)
             result["peak_rss_mib"] = peak_rss_mib(proc.pid)
             if name.startswith("rtserver"):
                 result["engine"] = engine_counters(url)

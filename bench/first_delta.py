@@ -23,7 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .common import median, run_json, start_rtserver, stop, write_json
+from .common import median, start_rtserver, stop, write_json
+from .compare import converse, rtserver_env
 
 PHASES = ("_slot", "_evict", "_save", "_restore", "_start", "_prompt", "_tokenize", "_compact", "decode", "_sample")
 
@@ -145,6 +146,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--ctx", type=int, default=512)
     p.add_argument("--host-mb", type=int, default=256)
+    p.add_argument("--cap", type=float, default=240.0, help="seconds after which no new turn starts")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--server-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
@@ -153,22 +155,11 @@ def main() -> None:
     a = p.parse_args()
     slots = max(1, a.sessions // 4)
     with tempfile.TemporaryDirectory() as tmp:
-        env = {
-            "FIRST_DELTA_OUT": f"{tmp}/spans.json",
-            "RTSERVER_KV_HOST_MB": str(a.host_mb),
-            "RTSERVER_MAX_QUEUE_WAIT": "3600",
-            "RTSERVER_MAX_QUEUED_TURNS": "100000",
-            "RTSERVER_FSYNC": "false",
-            **{f"RTSERVER_{k.upper()}": v for k, v in (s.split("=", 1) for s in a.set)},
-        }
+        env = {"FIRST_DELTA_OUT": f"{tmp}/spans.json", **rtserver_env(a.host_mb, a.set)}
         args = ["--model", str(Path(a.model).resolve()), "--threads", "1", "--slots", str(slots)]
         proc, url = start_rtserver([*args, "--n-ctx", str(a.ctx)], a.server_cpus, Path(tmp), env, "bench.first_delta")
         try:
-            base = ["-m", "bench.conversations", "--target", "rtserver", "--url", url]
-            base += ["--max-tokens", str(a.max_tokens)]
-            run_json([*base, "--sessions", "1", "--turns", "1", "--think", "0", "--seed", "0"], a.client_cpus)
-            conv = [*base, "--sessions", str(a.sessions), "--turns", str(a.turns), "--think", str(a.think)]
-            client = run_json([*conv, "--seed", str(a.seed)], a.client_cpus)
+            client = converse(url, "rtserver", a.sessions, a)
         finally:
             stop(proc)
         seen = json.loads(Path(f"{tmp}/spans.json").read_text())

@@ -723,10 +723,12 @@ class LlamaEngine:
         # on the bundled model, 4.1 and 11.8 ms apart; 115 ms on the 201 M model, 49 and 60 apart), so a new turn's
         # first token comes as soon as its prompt alone is decoded, and the others' next ones no later than in
         # the shared step. Never twice in a row: the generating turns wait at most one step of prompts.
-        generating = any(q.next_token is not None for q in active)
-        prefilling = any(q.next_token is None and q.todo for q in active)
-        alone = self.prefill_first and generating and prefilling and not self._prefilled_last
-        hold = self.prefill_first and generating and prefilling and not alone  # prompts sit this step out
+        both = (
+            self.prefill_first
+            and any(q.next_token is not None for q in active)
+            and any(q.next_token is None and q.todo for q in active)
+        )
+        alone, hold = both and not self._prefilled_last, both and self._prefilled_last  # hold: prompts sit it out
         self._prefilled_last = alone
         if alone:
             self.counters["prefill_first_steps"] += 1
