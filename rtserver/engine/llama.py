@@ -175,6 +175,8 @@ class _Seq:
     next_token: int | None = None  # sampled and sent, decoded with the next batch
     produced: int = 0
     slice_from: int = 0  # ``produced`` when it last took a sequence (see LlamaEngine.time_slice)
+    lead: _Seq | None = None  # a turn prefilling the prefix this one shares with it: wait, then copy (_follow)
+    lead_len: int = 0  # how much of that prefix it must hold first
     reply: list[str] = field(default_factory=list)  # the text sent
     utf8: codecs.IncrementalDecoder = field(default_factory=lambda: codecs.getincrementaldecoder("utf-8")("replace"))
 
@@ -239,6 +241,7 @@ class LlamaEngine:
             "turns": 0,
             "evictions": 0,
             "shared_prefix_tokens": 0,
+            "shared_prefix_waits": 0,  # turns that waited for another turn to prefill the prefix they share
             "text_matched_tokens": 0,
             "context_shifts": 0,
             "shifted_out_tokens": 0,
@@ -417,7 +420,9 @@ class LlamaEngine:
                 job.state = "running"
             busy.add(job.request.key)
             try:
-                active.append(self._start(job, slot))
+                q = self._start(job, slot)
+                self._follow(q, active)
+                active.append(q)
             except Exception as exc:  # a bad prompt ends this turn, never the engine
                 self._drop(job.request.key)
                 job.emit(Finish("error", queue_ms=job.queue_ms(), error=str(exc)[:200]))
@@ -689,6 +694,36 @@ class LlamaEngine:
         self.counters["shared_prefix_tokens"] += best_len - keep
         return best_len
 
+    def _follow(self, q: _Seq, active: list[_Seq]) -> None:
+        """Sessions of the same NPC opening at once: another turn may still be prefilling the persona this one
+        shares, so that there is nothing to copy yet. Then this turn waits until that one holds the shared
+        prefix and copies it (``_catch_up``) instead of computing the same tokens beside it on the same core."""
+        prompt = q.slot.tokens + q.todo
+        best = q.reused + MIN_SHARED_PREFIX - 1
+        for other in active:
+            if other.next_token is None and other.todo:
+                n = min(_common_prefix(other.slot.tokens + other.todo, prompt), len(prompt) - 1)
+                if n > best and n > len(other.slot.tokens):
+                    q.lead, q.lead_len, best = other, n, n
+        if q.lead is not None:
+            self.counters["shared_prefix_waits"] += 1
+
+    def _catch_up(self, q: _Seq, active: list[_Seq]) -> bool:
+        """Whether ``q`` may prefill: it follows no turn, or the one it follows now holds their shared prefix
+        (or has left): then its KV is copied, as ``_share_prefix`` does for a sequence's or host memory's."""
+        lead = q.lead
+        if lead is None:
+            return True
+        if lead in active and lead.next_token is None and lead.todo and len(lead.slot.tokens) < q.lead_len:
+            return False
+        q.lead = None
+        keep, prompt = len(q.slot.tokens), q.slot.tokens + q.todo
+        got = self._share_prefix(q.slot, prompt, keep)
+        q.todo, q.reused, q.emitted_upto = prompt[got:], got, got
+        self.counters["reused_tokens"] += got - keep
+        self.counters["prefilled_tokens"] -= got - keep
+        return True
+
     def _shift(self, slot: _Slot, prompt: list[int], keep: int) -> int:
         """Context shift. When the oldest turns were left out of the prompt to make it fit (``_prompt``), the
         sequence still holds them after the persona. Remove that span from the KV and move what follows back
@@ -717,6 +752,7 @@ class LlamaEngine:
             self._finish(q, "cancelled", active)
         if not active and not self._ahead:
             return
+        ready = [q for q in active if self._catch_up(q, active)]  # (turns waiting for a shared prefix sit out)
         # Prompts first: where turns are prefilling beside turns generating, the prompts go alone in one step and
         # the next tokens in the next. llama.cpp gains next to nothing from batching one sequence's prompt with
         # other sequences' tokens (bench/step_mix.py: a 10-token prompt beside 8 sequences' next tokens took 16.7 ms
@@ -726,7 +762,7 @@ class LlamaEngine:
         both = (
             self.prefill_first
             and any(q.next_token is not None for q in active)
-            and any(q.next_token is None and q.todo for q in active)
+            and any(q.next_token is None and q.todo for q in ready)
         )
         alone, hold = both and not self._prefilled_last, both and self._prefilled_last  # hold: prompts sit it out
         self._prefilled_last = alone
@@ -742,7 +778,7 @@ class LlamaEngine:
         # Prompt tokens go to prefilling turns in the order they started, up to the chunk left beside the decodes.
         budget = 0 if hold else min(self.prefill_chunk, room)
         chunks: dict[int, list[int]] = {}
-        for q in active:
+        for q in ready:
             if q.next_token is None and q.todo and budget > 0:
                 chunks[id(q)], q.todo = q.todo[:budget], q.todo[budget:]
                 budget -= len(chunks[id(q)])

@@ -650,6 +650,55 @@ async def test_a_shared_persona_is_prefilled_once_and_copied(bundled_model, slot
     assert stats["shared_prefix_tokens"] == sum(common)
 
 
+async def test_sessions_opening_at_once_prefill_their_shared_persona_once(bundled_model):
+    """Two sessions of the same NPC whose first lines come together: the second waits while the first prefills
+    the long persona (in chunks of 16 tokens), then copies its KV instead of computing the same tokens beside it.
+    Both replies are what each session gets alone."""
+    import os
+
+    from rtserver.engine.base import Message, Request
+    from rtserver.engine.llama import LlamaEngine
+
+    persona = (
+        f"{PERSONA} She grows sage, mint and nettle behind her cottage by the old bridge, sells salves for burns and "
+        "teas for coughs, and knows every path in the forest. She is kind to travellers but dislikes the miller, "
+        "who owes her money. Wolves have been seen on the north road, and a stranger in a blue cloak has been "
+        "asking about the ruins. Answer in one or two short sentences and stay in character."
+    )
+    plan = [("a", "Hello!"), ("b", "What do you sell?")]
+
+    def request(key: str, line: str) -> Request:  # (a fresh one each time: a turn's end sets its cancel)
+        return Request(key, [Message("system", persona), Message("user", line)], temperature=0, max_tokens=40)
+
+    requests = [request(k, line) for k, line in plan]
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=4, prefill_chunk=16)
+    await engine.start()
+    try:
+        log: list[tuple[str, str]] = []
+        # generate() submits at once: b is waiting before a's prompt (many chunks) is half done.
+        events = [engine.generate(r) for r in requests]
+        together = await asyncio.gather(*(collect(e, k, log) for e, (k, _) in zip(events, plan, strict=True)))
+        stats = engine.stats()
+        prompts = [engine.model.tokenize(engine.model.template.render(r.messages)) for r in requests]
+    finally:
+        await engine.close()
+    alone = []
+    for key, line in plan:
+        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+        await engine.start()
+        try:
+            alone.append(await collect(engine.generate(request(key, line)), key, []))
+        finally:
+            await engine.close()
+    assert [t for t, _ in together] == [t for t, _ in alone]
+    common = len(os.path.commonprefix(prompts))
+    assert common > 100  # the persona
+    assert stats["shared_prefix_waits"] == 1
+    assert stats["shared_prefix_tokens"] == common
+    assert stats["prefilled_tokens"] == len(prompts[0]) + len(prompts[1]) - common
+    assert together[1][1].reused_tokens == common
+
+
 async def test_kv_is_reused_by_text_when_samples_do_not_retokenize(tmp_path, bundled_model):
     """A random-weight model samples token sequences that re-tokenize differently; the engine still reuses the
     whole history it holds, because it matches the cached tokens against the prompt's text."""
