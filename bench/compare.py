@@ -70,7 +70,7 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
         cmd = [str(LLAMA_SERVER), "-m", a.model, "--host", "127.0.0.1", "--port", str(port)]
         kv = "--kv-unified" if a.llama_server_kv == "unified" else "--no-kv-unified"
         cmd += ["-t", threads, "-tb", threads, "-c", str(slots * a.ctx), "-np", str(slots), kv]
-        cmd += ["--cache-ram", str(a.host_mb), "-fa", "off", "--jinja", "--no-webui"]
+        cmd += ["--cache-ram", str(a.host_mb), "-fa", "off", "--jinja", "--no-webui", *a.llama_server_args.split()]
         health = f"http://127.0.0.1:{port}/health"
     else:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", a.model, "--host", "127.0.0.1"]
@@ -105,6 +105,8 @@ def converse(url: str, target: str, n: int, a: argparse.Namespace) -> dict[str, 
     """One warm-up turn, then the measured conversations (bench/conversations.py) of ``n`` sessions."""
     base = ["-m", "bench.conversations", "--target", target, "--url", url, "--max-tokens", str(a.max_tokens)]
     run_json([*base, "--sessions", "1", "--turns", "1", "--think", "0", "--seed", "0"], a.client_cpus)
+    if a.persona_file:
+        base += ["--persona-file", a.persona_file]
     conv = [*base, "--sessions", str(n), "--turns", str(a.turns), "--think", str(a.think)]
     return run_json([*conv, "--cap", str(a.cap), "--seed", str(a.seed)], a.client_cpus)
 
@@ -186,6 +188,7 @@ def main() -> None:
     p.add_argument("--ctx", type=int, default=512, help="context tokens per slot (one conversation fits)")
     p.add_argument("--host-mb", type=int, default=256, help="host-memory KV cache budget, every server")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--persona-file", default="", help="a longer persona, e.g. bench/personas/bram-card.txt")
     p.add_argument("--cap", type=float, default=240.0, help="seconds after which no new turn starts")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--server-cpus", default="0")
@@ -198,6 +201,7 @@ def main() -> None:
         default="unified",
         help="llama-server's KV: unified (its recommended setting for --parallel) or split per slot",
     )
+    p.add_argument("--llama-server-args", default="", help="more llama-server flags, e.g. '-sps 0.95'")
     a = p.parse_args()
     a.model = str(Path(a.model).resolve())
     servers = a.servers.split(",")

@@ -22,6 +22,7 @@ import random
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -319,6 +320,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--persona", default="You are Bram, a gruff blacksmith in the village of Eastmere.")
+    p.add_argument("--persona-file", help="read the persona from this file instead (e.g. bench/personas/bram-card.txt)")
     p.add_argument("--cap", type=float, default=0.0, help="no new turn starts after this many seconds (0: none)")
     p.add_argument("--seed", type=int, default=1)
     return p
@@ -326,6 +328,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     a = parser().parse_args()
+    if a.persona_file:
+        a.persona = Path(a.persona_file).read_text().strip()
     import uvloop
 
     print(json.dumps(uvloop.run(run(a))))

@@ -146,6 +146,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--ctx", type=int, default=512)
     p.add_argument("--host-mb", type=int, default=256)
+    p.add_argument("--persona-file", default="", help="a longer persona, e.g. bench/personas/bram-card.txt")
     p.add_argument("--cap", type=float, default=240.0, help="seconds after which no new turn starts")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--server-cpus", default="0")
