@@ -15,7 +15,8 @@ Each server runs with its best settings for this workload:
     aborts the one streaming, which would cut replies off).
 
 rtserver can also run with other settings beside its defaults, named ``rtserver[KEY=VALUE]`` (an
-``RTSERVER_KEY`` variable; ';' between several): ``--servers 'rtserver,rtserver[time_slice=0],llama-server'``.
+``RTSERVER_KEY`` variable; ';' between several): ``--servers 'rtserver,rtserver[time_slice=0],llama-server'``;
+llama-server with more flags as ``llama-server[-sps 0.98]``.
 
 Server pinned to one core with one llama.cpp thread, the load generator to the other; a one-turn warm-up before
 each measured run. Build the peers first with bench/build_peers.sh.
@@ -66,11 +67,12 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
         proc, url = start_rtserver(args, a.server_cpus, tmp, env=env)
         return proc, url, "rtserver"
     port = free_port()
-    if name == "llama-server":
+    if name.startswith("llama-server"):
         cmd = [str(LLAMA_SERVER), "-m", a.model, "--host", "127.0.0.1", "--port", str(port)]
         kv = "--kv-unified" if a.llama_server_kv == "unified" else "--no-kv-unified"
         cmd += ["-t", threads, "-tb", threads, "-c", str(slots * a.ctx), "-np", str(slots), kv]
         cmd += ["--cache-ram", str(a.host_mb), "-fa", "off", "--jinja", "--no-webui", *a.llama_server_args.split()]
+        cmd += " ".join(variant(name)).split()  # llama-server[-sps 0.98]: more flags for this one
         health = f"http://127.0.0.1:{port}/health"
     else:
         cmd = [sys.executable, "-m", "llama_cpp.server", "--model", a.model, "--host", "127.0.0.1"]
@@ -78,7 +80,7 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
         cmd += ["--n_ctx", str(slots * a.ctx), "--cache", "true", "--cache_type", "ram"]
         cmd += ["--cache_size", str(a.host_mb << 20), "--flash_attn", "false", "--interrupt_requests", "false"]
         health = f"http://127.0.0.1:{port}/v1/models"
-    log = open(Path(a.logs or tmp) / f"{name}-slots{slots}.log", "a")
+    log = open(Path(a.logs or tmp) / f"{name.split('[')[0]}-slots{slots}.log", "a")
     proc = subprocess.Popen(pinned(cmd, a.server_cpus), stdout=log, stderr=subprocess.STDOUT, text=True)
     _wait_http(proc, health)
     return proc, f"http://127.0.0.1:{port}", "openai"
@@ -207,7 +209,7 @@ def main() -> None:
     servers = a.servers.split(",")
     if unknown := [s for s in servers if s.split("[")[0] not in SERVERS]:
         sys.exit(f"unknown servers {unknown}: choose from {', '.join(SERVERS)} (rtserver[KEY=VALUE] for a variant)")
-    if "llama-server" in servers and not LLAMA_SERVER.exists():
+    if any(s.startswith("llama-server") for s in servers) and not LLAMA_SERVER.exists():
         sys.exit(f"{LLAMA_SERVER} is missing: build it with bench/build_peers.sh")
     out: dict[str, Any] = {"params": vars(a), "results": {}}
     for n in (int(x) for x in a.sessions.split(",")):
