@@ -1,7 +1,8 @@
 """What one llama.cpp step costs when a new turn's prompt shares it with other sequences' next tokens, against the
 two decoded apart: the measurement behind the engine's ``prefill_first``. A context of 16 sequences (split KV, as
-rtserver's) each holding a 150-token history; a 10-token prompt on sequence 15, and one next token on each of
-sequences 0..k-1. Medians of ``--runs`` steps, one llama.cpp thread, pinned to core 0 by the caller if wanted.
+rtserver's) each holding a 150-token history (``--history``); a 10-token prompt on sequence 15, and one next
+token on each of sequences 0..k-1. Medians of ``--runs`` steps, one llama.cpp thread, pinned to core 0 by the
+caller if wanted.
 
     taskset -c 0 python -m bench.step_mix --model rtserver/models/rtserver-tiny-q8_0.gguf
 """
@@ -17,7 +18,7 @@ from typing import Any
 
 from .common import write_json
 
-HISTORY, PROMPT, SEQS = 150, 10, 16
+PROMPT, SEQS = 10, 16
 
 
 def main() -> None:
@@ -25,13 +26,16 @@ def main() -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--decoders", default="0,1,2,4,8,14", help="numbers of other sequences decoding beside it")
+    p.add_argument("--history", type=int, default=150, help="tokens each sequence holds")
     p.add_argument("--name", default="")
     a = p.parse_args()
     import llama_cpp as C
 
     from rtserver.engine.llama import LlamaEngine
 
-    engine = LlamaEngine(Path(a.model), slots=SEQS, n_threads=1, n_ctx=512, decode_ahead=False)
+    history = a.history
+    n_ctx = max(512, history + 2 * PROMPT)
+    engine = LlamaEngine(Path(a.model), slots=SEQS, n_threads=1, n_ctx=n_ctx, decode_ahead=False)
     engine._load()
     b, mem = engine._batch, engine._mem
 
@@ -41,21 +45,22 @@ def main() -> None:
         return n + 1
 
     for seq in range(SEQS):
-        n = 0
-        for i in range(HISTORY):
-            n = put(n, 5 + (i * 7 + seq) % 50, i, seq, False)
-        b.n_tokens = n
-        C.llama_decode(engine.ctx, b)
+        for first in range(0, history, engine.n_batch):
+            n = 0
+            for i in range(first, min(history, first + engine.n_batch)):
+                n = put(n, 5 + (i * 7 + seq) % 50, i, seq, False)
+            b.n_tokens = n
+            C.llama_decode(engine.ctx, b)
 
     def step(prompt: int, k: int) -> float:
         n = 0
         for seq in range(k):
-            C.llama_memory_seq_rm(mem, seq, HISTORY, -1)
-            n = put(n, 20, HISTORY, seq, True)
+            C.llama_memory_seq_rm(mem, seq, history, -1)
+            n = put(n, 20, history, seq, True)
         if prompt:
-            C.llama_memory_seq_rm(mem, SEQS - 1, HISTORY, -1)
+            C.llama_memory_seq_rm(mem, SEQS - 1, history, -1)
             for i in range(prompt):
-                n = put(n, 10 + i, HISTORY + i, SEQS - 1, i == prompt - 1)
+                n = put(n, 10 + i, history + i, SEQS - 1, i == prompt - 1)
         b.n_tokens = n
         t0 = time.perf_counter()
         C.llama_decode(engine.ctx, b)
