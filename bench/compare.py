@@ -71,7 +71,7 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
         cmd = [str(LLAMA_SERVER), "-m", a.model, "--host", "127.0.0.1", "--port", str(port)]
         kv = "--kv-unified" if a.llama_server_kv == "unified" else "--no-kv-unified"
         cmd += ["-t", threads, "-tb", threads, "-c", str(slots * a.ctx), "-np", str(slots), kv]
-        cmd += ["--cache-ram", str(a.host_mb), "-fa", "off", "--jinja", "--no-webui", *a.llama_server_args.split()]
+        cmd += ["--cache-ram", str(a.host_mb), "-fa", "off", "--jinja", "--no-webui"]
         cmd += " ".join(variant(name)).split()  # llama-server[-sps 0.98]: more flags for this one
         health = f"http://127.0.0.1:{port}/health"
     else:
@@ -101,6 +101,20 @@ def rtserver_env(host_mb: int, settings: list[str]) -> dict[str, str]:
         "RTSERVER_FSYNC": "false",
         **{f"RTSERVER_{k.strip().upper()}": v.strip() for k, v in (p.split("=", 1) for p in settings if p)},
     }
+
+
+def conversation_args(p: argparse.ArgumentParser) -> None:
+    """The options ``converse`` and the servers' start read (bench.compare, bench.first_delta)."""
+    p.add_argument("--turns", type=int, default=10)
+    p.add_argument("--think", type=float, default=2.0)
+    p.add_argument("--max-tokens", type=int, default=24)
+    p.add_argument("--ctx", type=int, default=512, help="context tokens per slot (one conversation fits)")
+    p.add_argument("--host-mb", type=int, default=256, help="host-memory KV cache budget, every server")
+    p.add_argument("--persona-file", default="", help="a longer persona, e.g. bench/personas/bram-card.txt")
+    p.add_argument("--cap", type=float, default=240.0, help="seconds after which no new turn starts")
+    p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--server-cpus", default="0")
+    p.add_argument("--client-cpus", default="1")
 
 
 def converse(url: str, target: str, n: int, a: argparse.Namespace) -> dict[str, Any]:
@@ -184,17 +198,8 @@ def main() -> None:
     p.add_argument("--sessions", default="1,4,16,64", help="comma-separated session counts")
     p.add_argument("--servers", default=",".join(SERVERS))
     p.add_argument("--runs", type=int, default=1)
-    p.add_argument("--turns", type=int, default=10)
-    p.add_argument("--think", type=float, default=2.0)
-    p.add_argument("--max-tokens", type=int, default=24)
-    p.add_argument("--ctx", type=int, default=512, help="context tokens per slot (one conversation fits)")
-    p.add_argument("--host-mb", type=int, default=256, help="host-memory KV cache budget, every server")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--persona-file", default="", help="a longer persona, e.g. bench/personas/bram-card.txt")
-    p.add_argument("--cap", type=float, default=240.0, help="seconds after which no new turn starts")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--server-cpus", default="0")
-    p.add_argument("--client-cpus", default="1")
+    conversation_args(p)
     p.add_argument("--name", default="", help="results file name (default: compare-<model stem>)")
     p.add_argument("--logs", default="", help="keep the peers' server logs in this folder")
     p.add_argument(
@@ -203,7 +208,6 @@ def main() -> None:
         default="unified",
         help="llama-server's KV: unified (its recommended setting for --parallel) or split per slot",
     )
-    p.add_argument("--llama-server-args", default="", help="more llama-server flags, e.g. '-sps 0.95'")
     a = p.parse_args()
     a.model = str(Path(a.model).resolve())
     servers = a.servers.split(",")

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .common import median, start_rtserver, stop, write_json
-from .compare import converse, rtserver_env
+from .compare import conversation_args, converse, rtserver_env
 
 PHASES = ("_slot", "_evict", "_save", "_restore", "_start", "_prompt", "_tokenize", "_compact", "decode", "_sample")
 
@@ -141,16 +141,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--sessions", type=int, default=16)
-    p.add_argument("--turns", type=int, default=10)
-    p.add_argument("--think", type=float, default=2.0)
-    p.add_argument("--max-tokens", type=int, default=24)
-    p.add_argument("--ctx", type=int, default=512)
-    p.add_argument("--host-mb", type=int, default=256)
-    p.add_argument("--persona-file", default="", help="a longer persona, e.g. bench/personas/bram-card.txt")
-    p.add_argument("--cap", type=float, default=240.0, help="seconds after which no new turn starts")
-    p.add_argument("--seed", type=int, default=1)
-    p.add_argument("--server-cpus", default="0")
-    p.add_argument("--client-cpus", default="1")
+    conversation_args(p)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="an rtserver setting (repeat)")
     p.add_argument("--name", default="first-delta")
     a = p.parse_args()
