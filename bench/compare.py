@@ -16,7 +16,8 @@ Each server runs with its best settings for this workload:
 
 rtserver can also run with other settings beside its defaults, named ``rtserver[KEY=VALUE]`` (an
 ``RTSERVER_KEY`` variable; ';' between several): ``--servers 'rtserver,rtserver[time_slice=0],llama-server'``;
-llama-server with more flags as ``llama-server[-sps 0.98]``.
+llama-server and llama_cpp.server with more flags as ``llama-server[-sps 0.98]``,
+``llama-cpp-python[--type_k 8]``.
 
 Server pinned to one core with one llama.cpp thread, the load generator to the other; a one-turn warm-up before
 each measured run. Build the peers first with bench/build_peers.sh.
@@ -79,6 +80,7 @@ def start(name: str, a: argparse.Namespace, slots: int, tmp: Path) -> tuple[subp
         cmd += ["--port", str(port), "--n_threads", threads, "--n_threads_batch", threads]
         cmd += ["--n_ctx", str(slots * a.ctx), "--cache", "true", "--cache_type", "ram"]
         cmd += ["--cache_size", str(a.host_mb << 20), "--flash_attn", "false", "--interrupt_requests", "false"]
+        cmd += " ".join(variant(name)).split()  # llama-cpp-python[--type_k 8]
         health = f"http://127.0.0.1:{port}/v1/models"
     log = open(Path(a.logs or tmp) / f"{name.split('[')[0]}-slots{slots}.log", "a")
     proc = subprocess.Popen(pinned(cmd, a.server_cpus), stdout=log, stderr=subprocess.STDOUT, text=True)

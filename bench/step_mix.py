@@ -27,6 +27,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--decoders", default="0,1,2,4,8,14", help="numbers of other sequences decoding beside it")
     p.add_argument("--history", type=int, default=150, help="tokens each sequence holds")
+    p.add_argument("--cache-type-k", default="f16", help="the KV cache's key type (rtserver's cache_type_k)")
     p.add_argument("--name", default="")
     a = p.parse_args()
     import llama_cpp as C
@@ -35,7 +36,8 @@ def main() -> None:
 
     history = a.history
     n_ctx = max(512, history + 2 * PROMPT)
-    engine = LlamaEngine(Path(a.model), slots=SEQS, n_threads=1, n_ctx=n_ctx, decode_ahead=False)
+    kinds = (a.cache_type_k, "f16")
+    engine = LlamaEngine(Path(a.model), slots=SEQS, n_threads=1, n_ctx=n_ctx, decode_ahead=False, cache_types=kinds)
     engine._load()
     b, mem = engine._batch, engine._mem
 

@@ -8,7 +8,7 @@ import sys
 
 from . import __version__
 from .errors import ConfigError
-from .settings import BUNDLED_MODEL, Settings, environ, load_settings
+from .settings import BUNDLED_MODEL, CACHE_TYPES, Settings, environ, load_settings
 
 DESCRIPTION = """\
 rtserver: a real-time conversation server. Clients hold a WebSocket open (subprotocol rt.v1.msgpack or
@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
         metavar="TOKENS",
         help=f"when turns outnumber --slots, a running turn gives its place to a waiting one after this many tokens "
         f"and resumes later, its KV parked in host memory (default {d.time_slice}; 0: a turn keeps its place)",
+    )
+    s.add_argument(
+        "--cache-type-k",
+        choices=CACHE_TYPES,
+        help=f"KV cache type of keys, as llama.cpp's -ctk (default {d.cache_type_k})",
     )
     s.add_argument("--resume-grace", type=float, help=f"seconds a turn outlives its clients (default {d.resume_grace})")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])

@@ -58,6 +58,7 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
             slots=settings.slots,
             n_threads=settings.threads or None,
             flash_attn=settings.flash_attn,
+            cache_types=(settings.cache_type_k, settings.cache_type_v),
             host_budget_mb=settings.kv_host_mb,
             prefill_chunk=settings.prefill_chunk,
             decode_ahead=settings.decode_ahead,

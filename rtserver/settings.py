@@ -12,6 +12,7 @@ from typing import Any
 from .errors import ConfigError
 
 BUNDLED_MODEL = Path(__file__).parent / "models" / "rtserver-tiny-q8_0.gguf"
+CACHE_TYPES = ("f16", "bf16", "f32", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")  # llama.cpp's KV cache types
 
 
 @dataclass
@@ -39,6 +40,8 @@ class Settings:
     time_slice: int = 4  # tokens a running turn generates before a turn waiting for a sequence may take it; 0 = off
     threads: int = 0  # llama.cpp threads; 0 = all cores
     flash_attn: str = "off"  # llama.cpp flash attention: off (fastest on CPU, measured) | on | auto (GPU builds)
+    cache_type_k: str = "f16"  # KV cache type of keys: f16 | bf16 | f32 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0
+    cache_type_v: str = "f16"  # of values: f16 | bf16 | f32; quantized (q8_0 ...) only with flash_attn on
     node_id: str = ""  # defaults to the host name and process id
     frame_log: int = 1024  # frames kept per session for resume
     send_queue: int = 4096  # frames queued per connection before a slow reader is cut off (4008)
@@ -138,6 +141,14 @@ def _validate(s: Settings) -> None:
     need(s.time_slice >= 0, "time_slice must be >= 0 (0 turns time slicing off)")
     need(s.max_queued_turns >= 0 and s.max_queue_wait >= 0, "max_queued_turns and max_queue_wait must be >= 0")
     need(s.flash_attn in ("off", "on", "auto"), f"flash_attn must be off, on or auto, got {s.flash_attn!r}")
+    for key in ("cache_type_k", "cache_type_v"):
+        kind = getattr(s, key)
+        need(kind in CACHE_TYPES, f"{key} must be one of {', '.join(CACHE_TYPES)}, got {kind!r}")
+    need(
+        s.cache_type_v in ("f16", "bf16", "f32") or s.flash_attn != "off",
+        f"cache_type_v = {s.cache_type_v} needs flash_attn = on (llama.cpp keeps values transposed without it and "
+        "cannot quantize them): set flash_attn = on, or cache_type_v = f16",
+    )
     need(s.n_ctx >= 128, "n_ctx must be at least 128")
     for key in (
         "frame_log",

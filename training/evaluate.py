@@ -55,10 +55,12 @@ def is_well_formed(p: Prompt, reply: str, reason: str) -> bool:
     return True
 
 
-def perplexity(model: Path, text: str, window: int = 512) -> float:
+def perplexity(model: Path, text: str, window: int = 512, cache_type_k: str = "f16") -> float:
     from llama_cpp import Llama
 
-    llm = Llama(str(model), n_ctx=window, logits_all=True, verbose=False)
+    from rtserver.engine.llama import GGML_TYPES
+
+    llm = Llama(str(model), n_ctx=window, logits_all=True, verbose=False, type_k=GGML_TYPES[cache_type_k])
     try:
         return _perplexity(llm, text, window)
     finally:
@@ -82,12 +84,14 @@ def _perplexity(llm: object, text: str, window: int) -> float:
     return math.exp(nll / count)
 
 
-async def replies(model: Path, prompts: list[Prompt], max_tokens: int = 120) -> tuple[float, float, list[str]]:
+async def replies(
+    model: Path, prompts: list[Prompt], max_tokens: int = 120, cache_type_k: str = "f16"
+) -> tuple[float, float, list[str]]:
     """(fraction well-formed, generated tokens/s, the bad replies) through rtserver's own engine."""
     from rtserver.engine.base import Finish, Message, Request, Token
     from rtserver.engine.llama import LlamaEngine
 
-    engine = LlamaEngine(model, n_ctx=2048, slots=1)
+    engine = LlamaEngine(model, n_ctx=2048, slots=1, cache_types=(cache_type_k, "f16"))
     await engine.start()
     good, bad, tokens, seconds = 0, [], 0, 0.0
     try:
@@ -135,6 +139,7 @@ def main() -> None:
     p.add_argument("--tokenizer", type=Path, default=Path("training/tokenizer.json"))
     p.add_argument("--prompts", type=int, default=500)
     p.add_argument("--conversations", type=int, default=300, help="held-out conversations for perplexity")
+    p.add_argument("--cache-type-k", default="f16", help="the KV cache's key type (as rtserver's cache_type_k)")
     a = p.parse_args()
     models = a.model or [Path("rtserver/models/rtserver-tiny-q8_0.gguf")]
     if len(models) > 1:
@@ -156,20 +161,23 @@ def main() -> None:
                 str(a.prompts),
                 "--conversations",
                 str(a.conversations),
+                "--cache-type-k",
+                a.cache_type_k,
             ]
             subprocess.run(args, check=True)
         return
     text = heldout_text(a.conversations)
     prompts = heldout_prompts(a.prompts)
     model = models[0]
-    rate, tps, bad = asyncio.run(replies(model, prompts))
+    rate, tps, bad = asyncio.run(replies(model, prompts, cache_type_k=a.cache_type_k))
     print(
         json.dumps(
             {
                 "model": model.name,
                 "size_mb": round(model.stat().st_size / 1e6, 2),
-                "perplexity": round(perplexity(model, text), 4),
-                "perplexity_2048_window": round(perplexity(model, text, window=2048), 4),
+                "cache_type_k": a.cache_type_k,
+                "perplexity": round(perplexity(model, text, cache_type_k=a.cache_type_k), 4),
+                "perplexity_2048_window": round(perplexity(model, text, 2048, a.cache_type_k), 4),
                 "well_formed": round(rate, 4),
                 "prompts": len(prompts),
                 "tokens_per_s": round(tps, 1),

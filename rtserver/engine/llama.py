@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import llama_cpp as C
+import structlog
 
 from ..errors import ConfigError, EngineError
 from .base import Event, Finish, FinishReason, Message, Request, Token
@@ -50,6 +51,9 @@ _quiet_log = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_char_p, ctypes.c_void
 
 _backend_ready = False
 _NEXT_LINE = "\ue000"  # stands for the next user line when rendering what will precede it (private use)
+log = structlog.get_logger("rtserver.engine")
+# ggml's type ids (ggml.h) of the KV cache types settings.CACHE_TYPES names; llama-cpp-python lacks some (BF16)
+GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 MIN_SHARED_PREFIX = 16  # tokens another sequence must hold beyond our own before copying its KV pays
 
 
@@ -193,6 +197,7 @@ class LlamaEngine:
         prefill_chunk: int = 128,
         host_budget_mb: int = 256,
         flash_attn: str = "off",
+        cache_types: tuple[str, str] = ("f16", "f16"),
         decode_ahead: bool = True,
         save_ahead: bool = True,
         prefill_first: bool = True,
@@ -212,6 +217,7 @@ class LlamaEngine:
             "on": C.LLAMA_FLASH_ATTN_TYPE_ENABLED,
             "off": C.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[flash_attn]
+        self.cache_types = tuple(GGML_TYPES[kind] for kind in cache_types)
         self.model: Model | None = None
         self.ctx: Any = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -284,13 +290,39 @@ class LlamaEngine:
         # On CPU, llama.cpp's flash-attention path made a 28-token prefill cost 8 ms at 28 tokens of context and
         # 33 ms at 224; without it, 6.6 ms flat (docs/benchmarks.md). Off by default; "auto" suits GPU builds.
         p.flash_attn_type = self.flash_attn
+        p.type_k, p.type_v = self.cache_types
         p.no_perf = True
         self.ctx = C.llama_init_from_model(self.model.ptr, p)
         if not self.ctx:
             raise ConfigError(f"llama.cpp could not create a context of {p.n_ctx} tokens for {self.path}")
         self._mem = C.llama_get_memory(self.ctx)
-        self._can_shift = bool(C.llama_memory_can_shift(self._mem))
+        self._can_shift = bool(C.llama_memory_can_shift(self._mem)) and self._keys_can_shift()
         self._batch = C.llama_batch_init(self.n_batch, 0, 1)
+
+    def _keys_can_shift(self) -> bool:
+        """Whether llama.cpp can re-rotate this cache's keys for a context shift. It crashes (a null pointer in
+        llama_kv_cache::build_rope_shift, llama-cpp-python 0.3.36) shifting quantized keys unless it rotates them
+        with a Hadamard matrix, which it does only for heads of a multiple of 64 dimensions (not the bundled
+        model's 32); its CPU backend cannot rotate bf16 keys at all. Without a shift a story longer than the
+        context still goes on: the turns it keeps are prefilled again (see _prompt)."""
+        assert self.model is not None
+        kind = self.cache_types[0]
+        if kind in (GGML_TYPES["f16"], GGML_TYPES["f32"]):
+            return True
+        head = int(self.model.meta(f"{self.model.meta('general.architecture')}.attention.key_length") or 0)
+        head = head or C.llama_model_n_embd(self.model.ptr) // max(1, C.llama_model_n_head(self.model.ptr))
+        rotation_off = os.environ.get("LLAMA_ATTN_ROT_DISABLE", "0") not in ("", "0")
+        can = kind != GGML_TYPES["bf16"] and head % 64 == 0 and not rotation_off
+        if not can:
+            log.warning(
+                "no_context_shift",
+                model=self.name,
+                cache_type_k=next(k for k, v in GGML_TYPES.items() if v == kind),
+                head_size=head,
+                hint="llama.cpp cannot shift these keys: a story longer than n_ctx prefills the turns it keeps "
+                "again at each turn; cache_type_k = f16 keeps the context shift",
+            )
+        return can
 
     async def close(self) -> None:
         if self._thread is not None:

@@ -585,7 +585,10 @@ async def test_a_grammar_constrains_the_reply(model_server):
         assert (await (await s.say("Hello!")).result()).reason == "stop"  # the session is intact
 
 
-async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model):
+@pytest.mark.parametrize("keys", ["f16", "q8_0"])
+async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model, keys):
+    """With q8_0 keys on the bundled model's 32-dimension heads llama.cpp cannot shift the context (it would
+    crash): the story still goes on, its kept turns prefilled again."""
     from rtserver.engine.llama import LlamaEngine
 
     lines = [
@@ -598,7 +601,7 @@ async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model):
         "How are you?",
         "Tell me about this place.",
     ]
-    engine = LlamaEngine(bundled_model, n_ctx=256, slots=1)
+    engine = LlamaEngine(bundled_model, n_ctx=256, slots=1, cache_types=(keys, "f16"))
     await engine.start()
     try:
         results = await run_turns(engine, [("s", lines[i % len(lines)]) for i in range(80)])
@@ -608,6 +611,9 @@ async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model):
     total = sum(f.prompt_tokens + f.completion_tokens for _, f in results)
     assert total > 10 * 256  # the conversation is ten contexts long
     assert all(text.strip() and f.reason == "stop" for text, f in results)  # and it keeps going, cleanly
+    if keys == "q8_0":
+        assert stats["context_shifts"] == 0
+        return
     assert stats["context_shifts"] > 40
     # Each turn prefills about its new line, not the whole window again.
     assert stats["prefilled_tokens"] < sum(f.prompt_tokens for _, f in results) / 4
@@ -763,3 +769,29 @@ def test_a_prompt_is_split_as_a_whole_though_only_its_new_text_is_tokenized(bund
             assert b"".join(model.piece(t, True) for t in tokens) == text, name
     finally:
         model.close()
+
+
+async def test_cache_type_k_is_the_type_llama_cpp_keeps_keys_in(bundled_model):
+    """Keys in q8_0 (34 bytes per 32 values against f16's 64) make a session's KV, as the engine
+    saves it on eviction, about three quarters of its size with f16 keys; either way it is restored when the
+    session comes back."""
+    from rtserver.engine.llama import LlamaEngine
+
+    plan = [("a", "Hello!"), ("b", "Any news?"), ("a", "What do you sell?")]
+    per_token = {}
+    for kind in ("f16", "q8_0"):
+        engine = LlamaEngine(
+            bundled_model, n_ctx=1024, slots=1, cache_types=(kind, "f16"), save_ahead=False, decode_ahead=False
+        )
+        await engine.start()
+        try:
+            history: dict[str, list] = {}
+            got = await run_turns(engine, plan[:2], history)  # b's turn evicts a: its KV is saved to host memory
+            data, tokens = engine._host["a"]
+            per_token[kind] = len(data) / len(tokens)
+            got += await run_turns(engine, plan[2:], history)
+            restored = engine.stats()["kv_restored"]
+        finally:
+            await engine.close()
+        assert restored == 1 and got[2][1].reused_tokens > 0  # a's KV came back, not recomputed
+    assert 0.70 < per_token["q8_0"] / per_token["f16"] < 0.82

@@ -23,6 +23,8 @@ def test_precedence_file_then_env_then_flags(tmp_path):
         ('model = "/nope.gguf"', {}, "/nope.gguf does not exist"),
         ('engine = "scripted"', {"RTSERVER_PREFILL_CHUNK": "0"}, "prefill_chunk must be at least 1"),
         ('engine = "scripted"\ntime_slice = -1', {}, "time_slice must be >= 0"),
+        ('engine = "scripted"\ncache_type_k = "q3_k"', {}, "cache_type_k must be one of f16, bf16"),
+        ('engine = "scripted"\ncache_type_v = "q8_0"', {}, "cache_type_v = q8_0 needs flash_attn = on"),
     ],
 )
 def test_bad_settings_name_the_key(tmp_path, file, env, needle):
