@@ -304,7 +304,8 @@ class LlamaEngine:
         llama_kv_cache::build_rope_shift, llama-cpp-python 0.3.36) shifting quantized keys unless it rotates them
         with a Hadamard matrix, which it does only for heads of a multiple of 64 dimensions (not the bundled
         model's 32); its CPU backend cannot rotate bf16 keys at all. Without a shift a story longer than the
-        context still goes on: the turns it keeps are prefilled again (see _prompt)."""
+        context still goes on: it is cut to half the context when it fills up, and that half prefilled again
+        (_stable_cut)."""
         assert self.model is not None
         kind = self.cache_types[0]
         if kind in (GGML_TYPES["f16"], GGML_TYPES["f32"]):
@@ -319,8 +320,8 @@ class LlamaEngine:
                 model=self.name,
                 cache_type_k=next(k for k, v in GGML_TYPES.items() if v == kind),
                 head_size=head,
-                hint="llama.cpp cannot shift these keys: a story longer than n_ctx prefills the turns it keeps "
-                "again at each turn; cache_type_k = f16 keeps the context shift",
+                hint="llama.cpp cannot shift these keys: a story longer than n_ctx is cut to half of it when it "
+                "fills up, and what is kept prefilled again; cache_type_k = f16 keeps the context shift",
             )
         return can
 
@@ -1032,15 +1033,34 @@ class LlamaEngine:
         assert self.model is not None
         messages = list(request.messages)
         room = min(request.max_tokens, self.n_ctx_seq // 4)
+        fitting: list[tuple[bytes, list[int]]] = []  # without a context shift: ways to cut, fewest turns out first
         while True:
             text = self.model.template.render(messages, continue_last=request.continue_last).encode()
             tokens = self._tokenize(text, held)
-            if len(tokens) + room <= self.n_ctx_seq:
-                return text, tokens
             first = 1 if messages and messages[0].role == "system" else 0
+            if len(tokens) + room <= self.n_ctx_seq:
+                if self._can_shift or len(messages) == len(request.messages):
+                    return text, tokens
+                fitting.append((text, tokens))
+                if len(tokens) > (self.n_ctx_seq - room) // 2 and len(messages) - first > 1:
+                    del messages[first]
+                    continue
+                return self._stable_cut(fitting, held)
             if len(messages) - first <= 1:
                 return None, tokens[-(self.n_ctx_seq - room) :]
             del messages[first]
+
+    @staticmethod
+    def _stable_cut(fitting: list[tuple[bytes, list[int]]], held: list[int]) -> tuple[bytes, list[int]]:
+        """Where the context cannot shift, a story that outgrows it is cut as KoboldCpp's smart context does: to
+        half the context at once, so that the next turns keep that cut and add to the KV, instead of losing one more
+        turn at every turn and prefilling all of the rest again each time. ``fitting``: the prompts that fit, from
+        the fewest turns left out down to half the context; the one the sequence already holds is kept while it
+        fits, else the last."""
+        best = max(fitting, key=lambda c: _common_prefix(c[1], held))  # (the first of equals: most turns kept)
+        if _common_prefix(best[1], held) > _common_prefix(fitting[-1][1], held):
+            return best
+        return fitting[-1]
 
     def _tokenize(self, text: bytes, held: list[int]) -> list[int]:
         """The prompt's tokens. Only the text after the last control token of ``held`` that still spells the
