@@ -2,7 +2,8 @@
 two decoded apart: the measurement behind the engine's ``prefill_first``. A context of 16 sequences (split KV, as
 rtserver's) each holding a 150-token history (``--history``); a 10-token prompt on sequence 15, and one next
 token on each of sequences 0..k-1. Medians of ``--runs`` steps, one llama.cpp thread, pinned to core 0 by the
-caller if wanted.
+caller if wanted. Keys are stored as ``--cache-type-k`` (f16 by default, as in the runs that measured
+``prefill_first``; rtserver's own default is q8_0).
 
     taskset -c 0 python -m bench.step_mix --model rtserver/models/rtserver-tiny-q8_0.gguf
 """
@@ -27,7 +28,7 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=20)
     p.add_argument("--decoders", default="0,1,2,4,8,14", help="numbers of other sequences decoding beside it")
     p.add_argument("--history", type=int, default=150, help="tokens each sequence holds")
-    p.add_argument("--cache-type-k", default="f16", help="the KV cache's key type (rtserver's cache_type_k)")
+    p.add_argument("--cache-type-k", default="f16", help="the KV cache's key type, as rtserver's cache_type_k")
     p.add_argument("--name", default="")
     a = p.parse_args()
     import llama_cpp as C

@@ -40,7 +40,7 @@ class Settings:
     time_slice: int = 4  # tokens a running turn generates before a turn waiting for a sequence may take it; 0 = off
     threads: int = 0  # llama.cpp threads; 0 = all cores
     flash_attn: str = "off"  # llama.cpp flash attention: off (fastest on CPU, measured) | on | auto (GPU builds)
-    cache_type_k: str = "f16"  # KV cache type of keys: f16 | bf16 | f32 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0
+    cache_type_k: str = "q8_0"  # KV cache type of keys: f16 | bf16 | f32 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0
     cache_type_v: str = "f16"  # of values: f16 | bf16 | f32; quantized (q8_0 ...) only with flash_attn on
     node_id: str = ""  # defaults to the host name and process id
     frame_log: int = 1024  # frames kept per session for resume

@@ -197,7 +197,7 @@ class LlamaEngine:
         prefill_chunk: int = 128,
         host_budget_mb: int = 256,
         flash_attn: str = "off",
-        cache_types: tuple[str, str] = ("f16", "f16"),
+        cache_types: tuple[str, str] = ("q8_0", "f16"),
         decode_ahead: bool = True,
         save_ahead: bool = True,
         prefill_first: bool = True,
@@ -315,7 +315,7 @@ class LlamaEngine:
         rotation_off = os.environ.get("LLAMA_ATTN_ROT_DISABLE", "0") not in ("", "0")
         can = kind != GGML_TYPES["bf16"] and head % 64 == 0 and not rotation_off
         if not can:
-            log.warning(
+            log.info(
                 "no_context_shift",
                 model=self.name,
                 cache_type_k=next(k for k, v in GGML_TYPES.items() if v == kind),

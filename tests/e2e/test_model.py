@@ -775,7 +775,7 @@ def test_a_prompt_is_split_as_a_whole_though_only_its_new_text_is_tokenized(bund
 
 
 async def test_cache_type_k_is_the_type_llama_cpp_keeps_keys_in(bundled_model):
-    """Keys in q8_0 (34 bytes per 32 values against f16's 64) make a session's KV, as the engine
+    """Keys in q8_0 (the default: 34 bytes per 32 values against f16's 64) make a session's KV, as the engine
     saves it on eviction, about three quarters of its size with f16 keys; either way it is restored when the
     session comes back."""
     from rtserver.engine.llama import LlamaEngine
@@ -798,3 +798,37 @@ async def test_cache_type_k_is_the_type_llama_cpp_keeps_keys_in(bundled_model):
             await engine.close()
         assert restored == 1 and got[2][1].reused_tokens > 0  # a's KV came back, not recomputed
     assert 0.70 < per_token["q8_0"] / per_token["f16"] < 0.82
+
+
+async def test_quantized_keys_keep_the_context_shift_on_heads_of_64_dimensions(tmp_path, bundled_model):
+    """llama.cpp shifts quantized keys where it rotates them (heads of a multiple of 64 dimensions): the engine
+    keeps the context shift there, and a sequence shifted in q8_0 decodes on. The bundled model's 32-dimension
+    heads cannot (llama.cpp would crash), and the engine knows."""
+    import llama_cpp as C
+
+    from rtserver.engine.llama import LlamaEngine
+    from training.random_gguf import write
+
+    model = write(tmp_path, ROOT / "training" / "tokenizer.json", dim=128, layers=2, heads=2, kv_heads=1, ffn=256,
+                  vocab=2000, context=512, seed=3)  # fmt: skip
+    bundled = LlamaEngine(bundled_model, n_ctx=256, slots=1, cache_types=("q8_0", "f16"))
+    engine = LlamaEngine(model, n_ctx=256, slots=1, cache_types=("q8_0", "f16"), decode_ahead=False)
+    try:
+        bundled._load()
+        engine._load()  # (no worker thread: this test drives llama.cpp itself)
+        assert not bundled._can_shift
+        assert engine._can_shift
+        b = engine._batch
+        for i in range(100):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = 5 + i % 50, i, 1, i == 99
+            b.seq_id[i][0] = 0
+        b.n_tokens = 100
+        assert C.llama_decode(engine.ctx, b) == 0
+        C.llama_memory_seq_rm(engine._mem, 0, 10, 50)  # what _shift does: drop a span, move the rest back
+        C.llama_memory_seq_add(engine._mem, 0, 50, -1, -40)
+        b.token[0], b.pos[0], b.logits[0], b.n_tokens = 7, 60, True, 1
+        assert C.llama_decode(engine.ctx, b) == 0  # the keys were re-rotated in q8_0, and decoding goes on
+        assert C.llama_memory_seq_pos_max(engine._mem, 0) == 60
+    finally:
+        await bundled.close()
+        await engine.close()
