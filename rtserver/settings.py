@@ -41,7 +41,7 @@ class Settings:
     threads: int = 0  # llama.cpp threads; 0 = all cores
     flash_attn: str = "off"  # llama.cpp flash attention: off (fastest on CPU, measured) | on | auto (GPU builds)
     cache_type_k: str = "q8_0"  # KV cache type of keys: f16 | bf16 | f32 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0
-    cache_type_v: str = "f16"  # of values: f16 | bf16 | f32; quantized (q8_0 ...) only with flash_attn on
+    cache_type_v: str = "f16"  # of values: f16 | bf16 | f32; quantized (q8_0 ...) only with flash_attn = on
     node_id: str = ""  # defaults to the host name and process id
     frame_log: int = 1024  # frames kept per session for resume
     send_queue: int = 4096  # frames queued per connection before a slow reader is cut off (4008)
@@ -145,7 +145,7 @@ def _validate(s: Settings) -> None:
         kind = getattr(s, key)
         need(kind in CACHE_TYPES, f"{key} must be one of {', '.join(CACHE_TYPES)}, got {kind!r}")
     need(
-        s.cache_type_v in ("f16", "bf16", "f32") or s.flash_attn != "off",
+        s.cache_type_v in ("f16", "bf16", "f32") or s.flash_attn == "on",
         f"cache_type_v = {s.cache_type_v} needs flash_attn = on (llama.cpp keeps values transposed without it and "
         "cannot quantize them): set flash_attn = on, or cache_type_v = f16",
     )

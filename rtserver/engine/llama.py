@@ -305,7 +305,7 @@ class LlamaEngine:
         with a Hadamard matrix, which it does only for heads of a multiple of 64 dimensions (not the bundled
         model's 32); its CPU backend cannot rotate bf16 keys at all. Without a shift a story longer than the
         context still goes on: it is cut to half the context when it fills up, and that half prefilled again
-        (_stable_cut)."""
+        (_prompt)."""
         assert self.model is not None
         kind = self.cache_types[0]
         if kind in (GGML_TYPES["f16"], GGML_TYPES["f32"]):
@@ -1029,11 +1029,15 @@ class LlamaEngine:
     def _prompt(self, request: Request, held: list[int]) -> tuple[bytes | None, list[int]]:
         """The prompt's text and tokens; the oldest turns are left out until it fits with room to answer. (The
         text is None when even the newest turn alone had to be cut.) ``held``: the tokens the session's sequence
-        holds, reused where they spell the text (see _tokenize)."""
+        holds, reused where they spell the text (see _tokenize).
+
+        Where the context cannot shift (_keys_can_shift), a story that outgrows it is cut as KoboldCpp's smart
+        context does: to half the context at once, and the next turns keep that cut while it fits and add to
+        its KV, instead of losing one more turn at every turn and prefilling all the rest again each time."""
         assert self.model is not None
         messages = list(request.messages)
         room = min(request.max_tokens, self.n_ctx_seq // 4)
-        fitting: list[tuple[bytes, list[int]]] = []  # without a context shift: ways to cut, fewest turns out first
+        settled: int | None = None  # without a context shift: where the held tokens stop being taken as they are
         while True:
             text = self.model.template.render(messages, continue_last=request.continue_last).encode()
             tokens = self._tokenize(text, held)
@@ -1041,26 +1045,19 @@ class LlamaEngine:
             if len(tokens) + room <= self.n_ctx_seq:
                 if self._can_shift or len(messages) == len(request.messages):
                     return text, tokens
-                fitting.append((text, tokens))
+                if settled is None:  # (see _tokenize)
+                    settled = len(held)
+                    while settled and not self.model.splits_after(held[settled - 1]):
+                        settled -= 1
+                if settled and _common_prefix(tokens, held) >= settled:
+                    return text, tokens  # the cut the sequence holds still fits: keep it
                 if len(tokens) > (self.n_ctx_seq - room) // 2 and len(messages) - first > 1:
                     del messages[first]
                     continue
-                return self._stable_cut(fitting, held)
+                return text, tokens  # half the context, or only the newest turn left
             if len(messages) - first <= 1:
                 return None, tokens[-(self.n_ctx_seq - room) :]
             del messages[first]
-
-    @staticmethod
-    def _stable_cut(fitting: list[tuple[bytes, list[int]]], held: list[int]) -> tuple[bytes, list[int]]:
-        """Where the context cannot shift, a story that outgrows it is cut as KoboldCpp's smart context does: to
-        half the context at once, so that the next turns keep that cut and add to the KV, instead of losing one more
-        turn at every turn and prefilling all of the rest again each time. ``fitting``: the prompts that fit, from
-        the fewest turns left out down to half the context; the one the sequence already holds is kept while it
-        fits, else the last."""
-        best = max(fitting, key=lambda c: _common_prefix(c[1], held))  # (the first of equals: most turns kept)
-        if _common_prefix(best[1], held) > _common_prefix(fitting[-1][1], held):
-            return best
-        return fitting[-1]
 
     def _tokenize(self, text: bytes, held: list[int]) -> list[int]:
         """The prompt's tokens. Only the text after the last control token of ``held`` that still spells the
