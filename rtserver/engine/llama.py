@@ -217,7 +217,7 @@ class LlamaEngine:
             "on": C.LLAMA_FLASH_ATTN_TYPE_ENABLED,
             "off": C.LLAMA_FLASH_ATTN_TYPE_DISABLED,
         }[flash_attn]
-        self.cache_types = tuple(GGML_TYPES[kind] for kind in cache_types)
+        self.cache_types = cache_types  # (keys, values), as settings.CACHE_TYPES names them
         self.model: Model | None = None
         self.ctx: Any = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -290,7 +290,7 @@ class LlamaEngine:
         # On CPU, llama.cpp's flash-attention path made a 28-token prefill cost 8 ms at 28 tokens of context and
         # 33 ms at 224; without it, 6.6 ms flat (docs/benchmarks.md). Off by default; "auto" suits GPU builds.
         p.flash_attn_type = self.flash_attn
-        p.type_k, p.type_v = self.cache_types
+        p.type_k, p.type_v = (GGML_TYPES[kind] for kind in self.cache_types)
         p.no_perf = True
         self.ctx = C.llama_init_from_model(self.model.ptr, p)
         if not self.ctx:
@@ -308,17 +308,17 @@ class LlamaEngine:
         (_prompt)."""
         assert self.model is not None
         kind = self.cache_types[0]
-        if kind in (GGML_TYPES["f16"], GGML_TYPES["f32"]):
+        if kind in ("f16", "f32"):
             return True
         head = int(self.model.meta(f"{self.model.meta('general.architecture')}.attention.key_length") or 0)
         head = head or C.llama_model_n_embd(self.model.ptr) // max(1, C.llama_model_n_head(self.model.ptr))
         rotation_off = os.environ.get("LLAMA_ATTN_ROT_DISABLE", "0") not in ("", "0")
-        can = kind != GGML_TYPES["bf16"] and head % 64 == 0 and not rotation_off
+        can = kind != "bf16" and head % 64 == 0 and not rotation_off
         if not can:
             log.info(
                 "no_context_shift",
                 model=self.name,
-                cache_type_k=next(k for k, v in GGML_TYPES.items() if v == kind),
+                cache_type_k=kind,
                 head_size=head,
                 hint="llama.cpp cannot shift these keys: a story longer than n_ctx is cut to half of it when it "
                 "fills up, and what is kept prefilled again; cache_type_k = f16 keeps the context shift",
@@ -1045,10 +1045,8 @@ class LlamaEngine:
             if len(tokens) + room <= self.n_ctx_seq:
                 if self._can_shift or len(messages) == len(request.messages):
                     return text, tokens
-                if settled is None:  # (see _tokenize)
-                    settled = len(held)
-                    while settled and not self.model.splits_after(held[settled - 1]):
-                        settled -= 1
+                if settled is None:
+                    settled = self._last_split(held, len(held))
                 if settled and _common_prefix(tokens, held) >= settled:
                     return text, tokens  # the cut the sequence holds still fits: keep it
                 if len(tokens) > (self.n_ctx_seq - room) // 2 and len(messages) - first > 1:
@@ -1078,10 +1076,17 @@ class LlamaEngine:
                     break
                 pos += len(p)
                 n += 1
+        kept = self._last_split(held, n)
+        pos -= sum(map(len, pieces[kept:n]))
+        return held[:kept] + self.model.tokenize_bytes(text[pos:])
+
+    def _last_split(self, held: list[int], n: int) -> int:
+        """How many of ``held[:n]`` end at a token after which text is tokenized the same alone: the tokens a prompt
+        takes as they are (_tokenize)."""
+        assert self.model is not None
         while n and not self.model.splits_after(held[n - 1]):
             n -= 1
-            pos -= len(pieces[n])
-        return held[:n] + self.model.tokenize_bytes(text[pos:])
+        return n
 
     def _sampler(self, request: Request) -> Any:
         chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
