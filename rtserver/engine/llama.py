@@ -23,6 +23,7 @@ import asyncio
 import bisect
 import codecs
 import ctypes
+import math
 import os
 import queue
 import random
@@ -79,11 +80,13 @@ class Model:
         self.path = path
         self.vocab = C.llama_model_get_vocab(self.ptr)
         self.n_ctx_train = C.llama_model_n_ctx_train(self.ptr)
+        self.n_vocab = C.llama_vocab_n_tokens(self.vocab)
         self.template = ChatTemplate(self.meta("tokenizer.chat_template"))
         self._piece = ctypes.create_string_buffer(256)
         # Detokenizing is a call into llama.cpp per token; a prompt walks hundreds of them each turn (_prompt).
         self._pieces: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
         self._boundaries: dict[int, bool] = {}
+        self._control_bias: Any = None
 
     def meta(self, key: str) -> str | None:
         buf = ctypes.create_string_buffer(65536)
@@ -127,6 +130,19 @@ class Model:
 
     def is_eog(self, token: int) -> bool:
         return bool(C.llama_vocab_is_eog(self.vocab, token))
+
+    def control_bias(self) -> tuple[int, Any]:
+        """Logit biases that rule out the control tokens other than the end of a reply (ChatML's
+        ``<|im_start|>``...), for replies under a grammar: llama.cpp's grammar reads a control token as its spelled
+        text, so one could stand inside a JSON string while the reply sent leaves it out (made once, then kept)."""
+        if self._control_bias is None:
+            ids = [
+                t
+                for t in range(self.n_vocab)
+                if C.llama_vocab_get_attr(self.vocab, t) & C.LLAMA_TOKEN_ATTR_CONTROL and not self.is_eog(t)
+            ]
+            self._control_bias = (C.llama_logit_bias * len(ids))(*(C.llama_logit_bias(t, -math.inf) for t in ids))
+        return len(self._control_bias), self._control_bias
 
     def close(self) -> None:
         if self.ptr:
@@ -1096,6 +1112,9 @@ class LlamaEngine:
             if not grammar:
                 C.llama_sampler_free(chain)
                 raise EngineError("llama.cpp rejected the grammar")
+            n, biases = self.model.control_bias()
+            if n:
+                C.llama_sampler_chain_add(chain, C.llama_sampler_init_logit_bias(self.model.n_vocab, n, biases))
             C.llama_sampler_chain_add(chain, grammar)
         if request.temperature <= 0:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
