@@ -22,7 +22,7 @@ llama-server and llama_cpp.server with more flags as ``llama-server[-sps 0.98]``
 Server pinned to one core with one llama.cpp thread, the load generator to the other; a one-turn warm-up before
 each measured run. Build the peers first with bench/build_peers.sh.
 
-    python -m bench.compare --model rtserver/models/rtserver-tiny-q8_0.gguf --sessions 1,4,16,64
+    python -m bench.compare --model rtserver/models/rtserver-tiny-q4_0.gguf --sessions 1,4,16,64
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ engine, the engine's part (and in it: waiting for a step under way, taking a seq
 preparing the prompt, decoding, sampling) and the way back. The timers cost a few microseconds per call; the
 figures are for comparing one build with another on the same machine, not with the other benchmarks.
 
-    python -m bench.first_delta --model rtserver/models/rtserver-tiny-q8_0.gguf --sessions 16
+    python -m bench.first_delta --model rtserver/models/rtserver-tiny-q4_0.gguf --sessions 16
 """
 
 from __future__ import annotations

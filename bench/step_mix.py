@@ -5,7 +5,7 @@ token on each of sequences 0..k-1. Medians of ``--runs`` steps, one llama.cpp th
 caller if wanted. Keys are stored as ``--cache-type-k`` (f16 by default, as in the runs that measured
 ``prefill_first``; rtserver's own default is q8_0).
 
-    taskset -c 0 python -m bench.step_mix --model rtserver/models/rtserver-tiny-q8_0.gguf
+    taskset -c 0 python -m bench.step_mix --model rtserver/models/rtserver-tiny-q4_0.gguf
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from typing import Any
 
 from .errors import ConfigError
 
-BUNDLED_MODEL = Path(__file__).parent / "models" / "rtserver-tiny-q8_0.gguf"
+BUNDLED_MODEL = Path(__file__).parent / "models" / "rtserver-tiny-q4_0.gguf"
 CACHE_TYPES = ("f16", "bf16", "f32", "q8_0", "q5_1", "q5_0", "q4_1", "q4_0")  # llama.cpp's KV cache types
 
 

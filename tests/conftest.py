@@ -143,6 +143,6 @@ def scripted_server(start_server) -> ServerProc:  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def bundled_model() -> Path:
     require(importlib.util.find_spec("llama_cpp") is not None, "llama-cpp-python is not installed (scripts/install)")
-    path = ROOT / "rtserver" / "models" / "rtserver-tiny-q8_0.gguf"
+    path = ROOT / "rtserver" / "models" / "rtserver-tiny-q4_0.gguf"
     require(path.is_file(), f"the bundled model {path} is missing")
     return path

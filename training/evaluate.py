@@ -1,7 +1,7 @@
 """Accept (or reject) the bundled model on numbers: held-out perplexity, well-formed replies to held-out prompts,
 generation speed, and tokenizer agreement between the GGUF and the training tokenizer.
 
-    python -m training.evaluate --model rtserver/models/rtserver-tiny-q8_0.gguf --prompts 500
+    python -m training.evaluate --model rtserver/models/rtserver-tiny-q4_0.gguf --prompts 500
 
 Held-out text and prompts come from the corpus generator with a seed the training run never used.
 """
@@ -141,7 +141,7 @@ def main() -> None:
     p.add_argument("--conversations", type=int, default=300, help="held-out conversations for perplexity")
     p.add_argument("--cache-type-k", default="q8_0", help="the KV cache's key type (as rtserver's cache_type_k)")
     a = p.parse_args()
-    models = a.model or [Path("rtserver/models/rtserver-tiny-q8_0.gguf")]
+    models = a.model or [Path("rtserver/models/rtserver-tiny-q4_0.gguf")]
     if len(models) > 1:
         # One process per model: measured in one process, every model after the first ran at a third of its
         # speed (llama.cpp state left behind by the first), which made the tokens/s column meaningless.

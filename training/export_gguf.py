@@ -1,4 +1,4 @@
-"""Write the trained weights as GGUF (F16) with the tokenizer and chat template, then quantize to Q8_0.
+"""Write the trained weights as GGUF (F16) with the tokenizer and chat template, then quantize to Q4_0 (shipped).
 
     python -m training.export_gguf --train build/train --out rtserver/models
 
@@ -98,9 +98,9 @@ def main() -> None:
     p.add_argument("--out", type=Path, default=Path("rtserver/models"))
     p.add_argument(
         "--types",
-        default="q8_0",
-        help="comma-separated quantizations to write beside F16: q8_0, q4_0, "
-        "q4_k_m (only q8_0 ships; the others are for measuring)",
+        default="q4_0",
+        help="comma-separated quantizations to write beside F16: q4_0, q8_0, "
+        "q4_k_m (only q4_0 ships; the others are for measuring)",
     )
     p.add_argument(
         "--from-gguf",
