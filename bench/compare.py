@@ -109,6 +109,7 @@ def conversation_args(p: argparse.ArgumentParser) -> None:
     """The options ``converse`` and the servers' start read (bench.compare, bench.first_delta)."""
     p.add_argument("--turns", type=int, default=10)
     p.add_argument("--think", type=float, default=2.0)
+    p.add_argument("--pace", choices=["exponential", "steady"], default="exponential", help="think times")
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--ctx", type=int, default=512, help="context tokens per slot (one conversation fits)")
     p.add_argument("--host-mb", type=int, default=256, help="host-memory KV cache budget, every server")
@@ -125,7 +126,7 @@ def converse(url: str, target: str, n: int, a: argparse.Namespace) -> dict[str, 
     run_json([*base, "--sessions", "1", "--turns", "1", "--think", "0", "--seed", "0"], a.client_cpus)
     if a.persona_file:
         base += ["--persona-file", a.persona_file]
-    conv = [*base, "--sessions", str(n), "--turns", str(a.turns), "--think", str(a.think)]
+    conv = [*base, "--sessions", str(n), "--turns", str(a.turns), "--think", str(a.think), "--pace", a.pace]
     return run_json([*conv, "--cap", str(a.cap), "--seed", str(a.seed)], a.client_cpus)
 
 

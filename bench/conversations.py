@@ -44,7 +44,9 @@ class Script:
     think: list[float]
 
 
-def scripts(sessions: int, turns: int, think: float, seed: int) -> list[Script]:
+def scripts(sessions: int, turns: int, think: float, seed: int, steady: bool = False) -> list[Script]:
+    """Each session's lines and think times: exponential around ``think`` (players reading and typing), or all
+    equal to it (``steady``: NPC scripts, players at an even pace)."""
     rng = random.Random(seed)
     out = []
     for _ in range(sessions):
@@ -53,7 +55,7 @@ def scripts(sessions: int, turns: int, think: float, seed: int) -> list[Script]:
             Script(
                 start=r.uniform(0, think),  # spread the first lines over one think time
                 lines=[r.choice(LINES) for _ in range(turns)],
-                think=[r.expovariate(1 / think) if think else 0.0 for _ in range(turns)],
+                think=[think if steady or not think else r.expovariate(1 / think) for _ in range(turns)],
             )
         )
     return out
@@ -284,7 +286,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     t0 = time.monotonic()
     deadline = t0 + a.cap if a.cap else float("inf")
     cls = RtTarget if a.target == "rtserver" else OpenAITarget
-    plans = scripts(a.sessions, a.turns, a.think, a.seed)
+    plans = scripts(a.sessions, a.turns, a.think, a.seed, steady=a.pace == "steady")
     await asyncio.gather(*(session(cls(a.url, a), s, stats, t0, deadline, i == 0) for i, s in enumerate(plans)))
     elapsed = time.monotonic() - t0
     every = [x for v in stats.ttft_by_turn.values() for x in v]
@@ -317,6 +319,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--sessions", type=int, default=16)
     p.add_argument("--turns", type=int, default=10)
     p.add_argument("--think", type=float, default=2.0, help="mean think time between turns, seconds (exponential)")
+    p.add_argument(
+        "--pace", choices=["exponential", "steady"], default="exponential", help="steady: every think time is --think"
+    )
     p.add_argument("--max-tokens", type=int, default=24)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--persona", default="You are Bram, a gruff blacksmith in the village of Eastmere.")

@@ -63,6 +63,7 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
             prefill_chunk=settings.prefill_chunk,
             decode_ahead=settings.decode_ahead,
             save_ahead=settings.save_ahead,
+            restore_ahead=settings.restore_ahead,
             prefill_first=settings.prefill_first,
             time_slice=settings.time_slice,
             n_batch=max(256, settings.prefill_chunk + settings.slots),

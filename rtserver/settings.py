@@ -36,6 +36,7 @@ class Settings:
     prefill_chunk: int = 128  # prompt tokens decoded per engine step beside the generating sessions' tokens
     decode_ahead: bool = True  # when a reply ends, decode the template tokens that open the next turn at once
     save_ahead: bool = True  # while the engine is idle, copy idle sessions' KV to host memory ahead of eviction
+    restore_ahead: bool = True  # while idle, put back the KV of the sessions whose next line is due first (by pace)
     prefill_first: bool = True  # a turn's prompt is decoded in a step of its own, before the others' next tokens
     time_slice: int = 4  # tokens a running turn generates before a turn waiting for a sequence may take it; 0 = off
     threads: int = 0  # llama.cpp threads; 0 = all cores

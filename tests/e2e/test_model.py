@@ -436,7 +436,7 @@ async def test_evicted_kv_is_restored_not_recomputed(bundled_model):
     plan = [("a", "Hello!"), ("b", "Any news?"), ("a", "What do you sell?"), ("b", "Tell me a story.")]
     results = {}
     for slots, host_mb in ((2, 0), (1, 64), (1, 0)):  # never evicted / evicted and restored / evicted, dropped
-        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=slots, host_budget_mb=host_mb)
+        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=slots, host_budget_mb=host_mb, restore_ahead=False)
         await engine.start()
         try:
             results[(slots, host_mb)] = (await run_turns(engine, plan), engine.stats())
@@ -465,7 +465,7 @@ async def test_an_idle_engine_saves_the_kv_it_will_evict_next_ahead_of_time(bund
     plan = [("a", "Hello!"), ("b", "Any news?"), ("a", "What do you sell?"), ("b", "Tell me a story.")]
     results = {}
     for ahead in (False, True):
-        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, save_ahead=ahead)
+        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, save_ahead=ahead, restore_ahead=False)
         await engine.start()
         try:
             history: dict = {}
@@ -484,10 +484,64 @@ async def test_an_idle_engine_saves_the_kv_it_will_evict_next_ahead_of_time(bund
     assert stats["kv_restored"] == plain_stats["kv_restored"] == 2
 
 
+class PlayerClock:
+    """The engine's clock, moved by the test: each line comes at the time the plan says (sessions with a pace)."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.now, self._time = 0.0, time
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def __getattr__(self, name: str):
+        return getattr(self._time, name)
+
+
+async def test_an_idle_engine_puts_back_the_kv_of_the_session_due_next(bundled_model, monkeypatch):
+    """Two sessions take turns on one sequence, each every 10 s. Once both have a pace, the idle engine brings
+    back the one due next in place of the one that just spoke, so that its line finds its KV in the context; the
+    replies and the tokens reused are the same as without. A session a whole pace overdue is not brought back."""
+    from rtserver.engine import llama as L
+
+    clock = PlayerClock()
+    monkeypatch.setattr(L, "time", clock)
+    plan = [(0, "a", "Hello!"), (5, "b", "Any news?"), (10, "a", "What do you sell?"), (15, "b", "Bye.")]
+    plan += [(20, "a", "Tell me a story."), (45, "b", "Hello!"), (60, "a", "Any news?")]
+    results = {}
+    for ahead in (False, True):
+        engine = L.LlamaEngine(bundled_model, n_ctx=1024, slots=1, restore_ahead=ahead)
+        await engine.start()
+        try:
+            history: dict = {}
+            replies, restored_at_turn = [], []
+            for at, key, line in plan:
+                clock.now = at
+                before = engine.stats()
+                replies.append(await run_turn(engine, history, key, line))
+                assert await asyncio.to_thread(engine.idle.wait, 30)  # the worker is done, idle work included
+                after = engine.stats()
+                grew = {k: after[k] - before[k] for k in ("kv_restored", "kv_restored_ahead")}
+                restored_at_turn.append(grew["kv_restored"] - grew["kv_restored_ahead"])  # (ahead ones count too)
+            results[ahead] = (replies, restored_at_turn, engine.stats())
+        finally:
+            await engine.close()
+    (plain, plain_restores, plain_stats), (replies, restores, stats) = results[False], results[True]
+    assert [t for t, _ in replies] == [t for t, _ in plain]
+    assert [f.reused_tokens for _, f in replies] == [f.reused_tokens for _, f in plain]
+    assert plain_restores == [0, 0, 1, 1, 1, 1, 1] and plain_stats["kv_restored_ahead"] == 0
+    # After b's line at 15 both have a pace of 10 s: a is due at 20, b at 25, so a comes back; after a's line at
+    # 20, b. After b's line at 45, a (due at 30) is a whole pace overdue: its line at 60 waits for its restore.
+    # After that line b (pace now 20 s, due at 65) comes back ahead of a (due at 85).
+    assert restores == [0, 0, 1, 1, 0, 0, 1]
+    assert stats["kv_restored_ahead"] == 3 and plain_stats["kv_restored"] == 5
+
+
 async def test_host_kv_stays_within_its_budget(bundled_model):
     from rtserver.engine.llama import LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, host_budget_mb=1)
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, host_budget_mb=1, restore_ahead=False)
     await engine.start()
     try:
         await run_turns(engine, [("a", "Hello!")])
