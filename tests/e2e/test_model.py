@@ -538,6 +538,23 @@ async def test_an_idle_engine_puts_back_the_kv_of_the_session_due_next(bundled_m
     assert stats["kv_restored_ahead"] == 3 and plain_stats["kv_restored"] == 5
 
 
+async def test_an_engine_forgets_the_pace_of_sessions_it_no_longer_holds(bundled_model):
+    """What restore ahead keeps per session (when its last turn ended, its pace) is bounded by the sessions whose
+    KV the engine holds, however many come and go."""
+    from rtserver.engine.base import Message, Request
+    from rtserver.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(bundled_model, n_ctx=512, slots=1, host_budget_mb=0)
+    await engine.start()
+    try:
+        for i in range(100):
+            request = Request(f"s{i}", [Message("user", "Hello!")], temperature=0, max_tokens=2)
+            assert [e async for e in engine.generate(request)]
+        assert len(engine._ended_at) <= 4 * 1 + 64 + 1 and len(engine._pace) <= 4 * 1 + 64 + 1
+    finally:
+        await engine.close()
+
+
 async def test_host_kv_stays_within_its_budget(bundled_model):
     from rtserver.engine.llama import LlamaEngine
 
