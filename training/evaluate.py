@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from rtserver.settings import Settings
+
 from .corpus import conversation, render
 
 HELDOUT_SEED = 1_000_004
+KEYS = Settings.cache_type_k  # the KV cache's key type rtserver runs with by default
 
 
 def heldout_text(n: int, seed: int = HELDOUT_SEED) -> str:
@@ -55,7 +58,7 @@ def is_well_formed(p: Prompt, reply: str, reason: str) -> bool:
     return True
 
 
-def perplexity(model: Path, text: str, window: int = 512, cache_type_k: str = "q8_0") -> float:
+def perplexity(model: Path, text: str, window: int = 512, cache_type_k: str = KEYS) -> float:
     from llama_cpp import Llama
 
     from rtserver.engine.llama import GGML_TYPES
@@ -85,7 +88,7 @@ def _perplexity(llm: object, text: str, window: int) -> float:
 
 
 async def replies(
-    model: Path, prompts: list[Prompt], max_tokens: int = 120, cache_type_k: str = "q8_0"
+    model: Path, prompts: list[Prompt], max_tokens: int = 120, cache_type_k: str = KEYS
 ) -> tuple[float, float, list[str]]:
     """(fraction well-formed, generated tokens/s, the bad replies) through rtserver's own engine."""
     from rtserver.engine.base import Finish, Message, Request, Token
@@ -139,7 +142,7 @@ def main() -> None:
     p.add_argument("--tokenizer", type=Path, default=Path("training/tokenizer.json"))
     p.add_argument("--prompts", type=int, default=500)
     p.add_argument("--conversations", type=int, default=300, help="held-out conversations for perplexity")
-    p.add_argument("--cache-type-k", default="q8_0", help="the KV cache's key type (as rtserver's cache_type_k)")
+    p.add_argument("--cache-type-k", default=KEYS, help="the KV cache's key type (as rtserver's cache_type_k)")
     a = p.parse_args()
     models = a.model or [Path("rtserver/models/rtserver-tiny-q4_0.gguf")]
     if len(models) > 1:

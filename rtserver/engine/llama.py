@@ -86,6 +86,7 @@ class Model:
         # Detokenizing is a call into llama.cpp per token; a prompt walks hundreds of them each turn (_prompt).
         self._pieces: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
         self._boundaries: dict[int, bool] = {}
+        self._eog: dict[int, bool] = {}
         self._control_bias: Any = None
 
     def meta(self, key: str) -> str | None:
@@ -129,7 +130,10 @@ class Model:
         return splits
 
     def is_eog(self, token: int) -> bool:
-        return bool(C.llama_vocab_is_eog(self.vocab, token))
+        """Whether the token ends a reply (asked once per token: every sampled token is checked)."""
+        if (eog := self._eog.get(token)) is None:
+            eog = self._eog[token] = bool(C.llama_vocab_is_eog(self.vocab, token))
+        return eog
 
     def control_bias(self) -> tuple[int, Any]:
         """Logit biases that rule out the control tokens other than the end of a reply (ChatML's
