@@ -196,6 +196,7 @@ class _Seq:
     queue_ms: float
     emitted_upto: int  # KV length whose text has fully reached the client
     text: bytes | None  # the prompt's text, which the prompt's tokens spell (None: cut to fit)
+    cut: int  # the oldest turns the prompt leaves out (after the persona) to fit the context
     next_token: int | None = None  # sampled and sent, decoded with the next batch
     produced: int = 0
     slice_from: int = 0  # ``produced`` when it last took a sequence (see LlamaEngine.time_slice)
@@ -266,6 +267,9 @@ class LlamaEngine:
         # (see _restore_ahead). Kept for the sessions whose KV the engine holds, in the context or in host memory.
         self._ended_at: dict[str, float] = {}
         self._pace: dict[str, float] = {}
+        # Sessions whose story has outgrown the context: how many of the oldest turns their last prompt left out,
+        # where the next prompt's search starts (_prompt). Kept, and forgotten, with the pace.
+        self._cuts: dict[str, int] = {}
         self.counters = {
             "prefilled_tokens": 0,
             "reused_tokens": 0,
@@ -660,11 +664,12 @@ class LlamaEngine:
             gap = job.submitted - ended
             before = self._pace.get(key)
             self._pace[key] = gap if before is None else (before + gap) / 2
-        if max(len(self._pace), len(self._ended_at)) > 4 * (len(self._slots) + len(self._host)) + 64:
+        if max(len(self._pace), len(self._ended_at), len(self._cuts)) > 4 * (len(self._slots) + len(self._host)) + 64:
             # forget the sessions whose KV the engine no longer holds
             held = self._slots.keys() | self._host.keys()
             self._pace = {k: v for k, v in self._pace.items() if k in held}
             self._ended_at = {k: v for k, v in self._ended_at.items() if k in held}
+            self._cuts = {k: v for k, v in self._cuts.items() if k in held}
 
     def _due(self, key: str, now: float) -> float:
         """When the session's next line is expected: its last turn's end plus its pace; never for a session with no
@@ -742,7 +747,11 @@ class LlamaEngine:
 
     def _start(self, job: _Job, slot: _Slot) -> _Seq:
         request = job.request
-        text, prompt = self._prompt(request, slot.tokens)
+        text, prompt, cut = self._prompt(request, slot.tokens, self._cuts.get(request.key, 0))
+        if cut:
+            self._cuts[request.key] = cut
+        else:
+            self._cuts.pop(request.key, None)
         keep = _common_prefix(slot.tokens, prompt)
         if keep < len(slot.tokens) and text is not None:
             prompt, keep = self._match_text(slot, text, prompt, keep)
@@ -766,6 +775,7 @@ class LlamaEngine:
             queue_ms=job.queue_ms(),
             emitted_upto=keep,
             text=text,
+            cut=cut,
         )
 
     def _match_text(self, slot: _Slot, text: bytes, prompt: list[int], keep: int) -> tuple[list[int], int]:
@@ -1093,13 +1103,15 @@ class LlamaEngine:
         reply and start of a user message (ChatML: ``<|im_end|>\\n<|im_start|>user\\n``). Decoded while the
         player reads and types, they are not prefilled when the line comes (on the 201 M benchmark model: 5 of
         the ~12 tokens a returning turn prefills). Empty when the sequence does not spell the start of that text
-        (a stop string cut the reply, the prompt was cut to fit) or it would not fit."""
+        (a stop string cut the reply, the newest turn alone did not fit) or it would not fit. A story that has
+        outgrown the context renders the turns its prompt kept."""
         assert self.model is not None
         request = q.job.request
         if q.text is None:
             return []
         reply = "".join(q.reply)
-        messages = list(request.messages)
+        first = 1 if request.messages and request.messages[0].role == "system" else 0
+        messages = [*request.messages[:first], *request.messages[first + q.cut :]]  # as the prompt had them
         if request.continue_last and messages and messages[-1].role == "assistant":
             messages[-1] = Message("assistant", messages[-1].content + reply)
         else:
@@ -1108,43 +1120,56 @@ class LlamaEngine:
             rendered = self.model.template.render([*messages, Message("user", _NEXT_LINE)]).encode()
         except Exception:  # a template that refuses this turn order: nothing to decode ahead
             return []
-        cut = rendered.find(_NEXT_LINE.encode())
+        at = rendered.find(_NEXT_LINE.encode())
         held = q.text + b"".join(self.model.piece(t, special=True) for t in q.slot.tokens[q.prompt_len :])
-        if cut < 0 or not rendered[:cut].startswith(held):
+        if at < 0 or not rendered[:at].startswith(held):
             return []
-        ahead = self.model.tokenize_bytes(rendered[len(held) : cut]) if cut > len(held) else []
+        ahead = self.model.tokenize_bytes(rendered[len(held) : at]) if at > len(held) else []
         return ahead if len(q.slot.tokens) + len(ahead) < self.n_ctx_seq * 3 // 4 else []  # room for a turn
 
-    def _prompt(self, request: Request, held: list[int]) -> tuple[bytes | None, list[int]]:
-        """The prompt's text and tokens; the oldest turns are left out until it fits with room to answer. (The
-        text is None when even the newest turn alone had to be cut.) ``held``: the tokens the session's sequence
-        holds, reused where they spell the text (see _tokenize).
+    def _prompt(self, request: Request, held: list[int], cut: int = 0) -> tuple[bytes | None, list[int], int]:
+        """The prompt's text and tokens, and how many of the oldest turns it leaves out: the persona and the most
+        recent turns that fit with room to answer. (The text is None when even the newest turn alone had to be
+        cut.) ``held``: the tokens the session's sequence holds, reused where they spell the text (see _tokenize);
+        ``cut``: how many turns the session's last prompt left out.
+
+        The search starts from that cut, and a try renders and tokenizes only the turns it keeps, so that a turn's
+        prompt costs what the context holds, not what the story has grown to (leaving out one more turn at a time,
+        each try tokenizing the whole rest of the story, took seconds a turn hundreds of turns into a story).
 
         Where the context cannot shift (_keys_can_shift), a story that outgrows it is cut as KoboldCpp's smart
         context does: to half the context at once, and the next turns keep that cut while it fits and add to
         its KV, instead of losing one more turn at every turn and prefilling all the rest again each time."""
         assert self.model is not None
-        messages = list(request.messages)
-        room = min(request.max_tokens, self.n_ctx_seq // 4)
-        settled: int | None = None  # without a context shift: where the held tokens stop being taken as they are
-        while True:
-            text = self.model.template.render(messages, continue_last=request.continue_last).encode()
-            tokens = self._tokenize(text, held)
-            first = 1 if messages and messages[0].role == "system" else 0
-            if len(tokens) + room <= self.n_ctx_seq:
-                if self._can_shift or len(messages) == len(request.messages):
-                    return text, tokens
-                if settled is None:
-                    settled = self._last_split(held, len(held))
-                if settled and _common_prefix(tokens, held) >= settled:
-                    return text, tokens  # the cut the sequence holds still fits: keep it
-                if len(tokens) > (self.n_ctx_seq - room) // 2 and len(messages) - first > 1:
-                    del messages[first]
-                    continue
-                return text, tokens  # half the context, or only the newest turn left
-            if len(messages) - first <= 1:
-                return None, tokens[-(self.n_ctx_seq - room) :]
-            del messages[first]
+        messages, template = request.messages, self.model.template
+        first = 1 if messages and messages[0].role == "system" else 0
+        limit = self.n_ctx_seq - min(request.max_tokens, self.n_ctx_seq // 4)  # room to answer
+        most = max(0, len(messages) - first - 1)  # left out at most: all but the newest turn
+        tries: dict[int, tuple[bytes, list[int]]] = {}
+
+        def attempt(d: int) -> tuple[bytes, list[int]]:
+            if d not in tries:
+                kept = [*messages[:first], *messages[first + d :]]
+                text = template.render(kept, continue_last=request.continue_last).encode()
+                tries[d] = (text, self._tokenize(text, held))
+            return tries[d]
+
+        def fits(d: int, bound: int = limit) -> bool:
+            return len(attempt(d)[1]) <= bound
+
+        def done(d: int) -> tuple[bytes, list[int], int]:
+            return (*attempt(d), d)
+
+        if not fits(most):
+            return None, attempt(most)[1][-limit:], most
+        d = _smallest(fits, 0, most, min(cut, most))
+        if self._can_shift or d == 0:
+            return done(d)
+        if settled := self._last_split(held, len(held)):
+            for c in (d, cut):  # the cut the sequence holds, while it fits: keep it
+                if d <= c <= most and _common_prefix(attempt(c)[1], held) >= settled:
+                    return done(c)
+        return done(_smallest(lambda c: c == most or fits(c, limit // 2), d, most, max(cut, d)))
 
     def _tokenize(self, text: bytes, held: list[int]) -> list[int]:
         """The prompt's tokens. Only the text after the last control token of ``held`` that still spells the
@@ -1197,6 +1222,34 @@ class LlamaEngine:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(request.temperature))
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
+
+
+def _smallest(ok: Callable[[int], bool], lo: int, hi: int, start: int) -> int:
+    """The smallest ``n`` in ``lo..hi`` for which ``ok(n)``, where ``ok`` turns true once and stays true and
+    ``ok(hi)`` is: searched outwards from ``start`` (the answer is usually near it), then by halves."""
+    good = bad = min(max(start, lo), hi)
+    step = 1
+    if ok(good):
+        while good > lo:  # down until one fails
+            bad = max(lo, good - step)
+            if not ok(bad):
+                break
+            good, step = bad, step * 2
+        else:
+            return good
+    else:
+        while True:  # up until one holds
+            good = min(hi, bad + step)
+            if ok(good):
+                break
+            bad, step = good, step * 2
+    while good - bad > 1:
+        mid = (good + bad) // 2
+        if ok(mid):
+            good = mid
+        else:
+            bad = mid
+    return good
 
 
 def _consecutive(ids: list[int]) -> bool:

@@ -695,26 +695,28 @@ async def test_a_grammar_constrains_the_reply(model_server):
         assert (await (await s.say("Hello!")).result()).reason == "stop"  # the session is intact
 
 
+STORY = [
+    "Hello!",
+    "What do you sell?",
+    "Any news?",
+    "Tell me a story.",
+    "Do you have any work for me?",
+    "I'll do it.",
+    "How are you?",
+    "Tell me about this place.",
+]
+
+
 @pytest.mark.parametrize("keys", ["f16", "q8_0"])
 async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model, keys):
     """With q8_0 keys on the bundled model's 32-dimension heads llama.cpp cannot shift the context (it would
     crash): the story still goes on, cut to half the context whenever it fills up and prefilled again then."""
     from rtserver.engine.llama import LlamaEngine
 
-    lines = [
-        "Hello!",
-        "What do you sell?",
-        "Any news?",
-        "Tell me a story.",
-        "Do you have any work for me?",
-        "I'll do it.",
-        "How are you?",
-        "Tell me about this place.",
-    ]
     engine = LlamaEngine(bundled_model, n_ctx=256, slots=1, cache_types=(keys, "f16"))
     await engine.start()
     try:
-        results = await run_turns(engine, [("s", lines[i % len(lines)]) for i in range(80)])
+        results = await run_turns(engine, [("s", STORY[i % len(STORY)]) for i in range(80)])
         stats = engine.stats()
     finally:
         await engine.close()
@@ -730,6 +732,41 @@ async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model, k
     assert stats["context_shifts"] > 40
     # Each turn prefills about its new line, not the whole window again.
     assert stats["prefilled_tokens"] < sum(f.prompt_tokens for _, f in results) / 4
+
+
+@pytest.mark.parametrize("keys", ["f16", "q8_0"])
+async def test_a_long_storys_prompt_costs_what_the_context_holds_not_the_story(bundled_model, keys):
+    """Far into a story, a turn's prompt is found by trying cuts near the last one, each try tokenizing only the
+    turns it keeps: the text tokenized for a turn stays a few contexts' worth however long the story grows
+    (leaving out one more of the oldest turns at a time, each try tokenized all the rest: at turn 150 of this
+    story, hundreds of thousands of tokens a turn). The story's turns still end cleanly."""
+    from rtserver.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(bundled_model, n_ctx=256, slots=1, cache_types=(keys, "f16"))
+    await engine.start()
+    tokenized: list[int] = []
+    results = []
+    try:
+        assert engine.model is not None
+        tokenize = engine.model.tokenize_bytes
+
+        def counted(data: bytes) -> list[int]:
+            tokens = tokenize(data)
+            tokenized[-1] += len(tokens)
+            return tokens
+
+        engine.model.tokenize_bytes = counted  # type: ignore[method-assign]
+        history: dict = {}
+        for i in range(150):
+            tokenized.append(0)
+            results.append(await run_turn(engine, history, "s", STORY[i % len(STORY)]))
+        engine.model.tokenize_bytes = tokenize  # type: ignore[method-assign]
+        story = len(engine.model.tokenize(engine.model.template.render(history["s"])))
+    finally:
+        await engine.close()
+    assert story > 15 * 256  # fifteen contexts long
+    assert all(text.strip() and f.reason == "stop" for text, f in results)
+    assert max(tokenized[100:]) <= 8 * 256, tokenized[100:]
 
 
 @pytest.mark.parametrize("slots", [4, 1], ids=["from-a-sequence", "from-host-memory"])
