@@ -29,7 +29,7 @@ import queue
 import random
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -163,16 +163,75 @@ class _Slot:
 _sched_yield: Callable[[], None] = getattr(os, "sched_yield", lambda: None)  # not on every platform
 
 
+class _Outbox:
+    """Events from the worker thread to one event loop, handed over once per step. The worker queues a step's
+    events and then wakes the loop with one byte down a pipe the loop watches, written without the GIL (os.write
+    releases it), so that the woken loop can run at once. One ``call_soon_threadsafe`` per event held the GIL
+    while it woke the loop: on one core the loop woke, found the GIL taken and slept again, six thread switches a
+    token where two will do (docs/benchmarks.md, 2026-12-02)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.events: deque[tuple[asyncio.Queue[Event], Event]] = deque()
+        self._woken = False  # a wake-up is on its way and has not been handled yet
+        self._rfd, self._wfd = os.pipe()
+        os.set_blocking(self._rfd, False)
+        os.set_blocking(self._wfd, False)
+        try:
+            loop.add_reader(self._rfd, self._deliver)
+            self._piped = True
+        except NotImplementedError:  # a loop that cannot watch a pipe (Windows' proactor): wake it the usual way
+            self._piped = False
+
+    def put(self, out: asyncio.Queue[Event], event: Event) -> None:
+        self.events.append((out, event))
+
+    def wake(self) -> bool:
+        """The worker, after a step: wake the loop if there is anything to deliver (unless a wake-up is on its
+        way); whether there is."""
+        if not self.events:
+            return False
+        if self._woken:
+            return True
+        self._woken = True
+        if not self._piped:
+            self.loop.call_soon_threadsafe(self._deliver)
+            return True
+        try:
+            os.write(self._wfd, b"\0")
+        except BlockingIOError:  # the pipe is full of wake-ups already
+            pass
+        return True
+
+    def _deliver(self) -> None:
+        if self._piped:
+            try:
+                os.read(self._rfd, 4096)
+            except BlockingIOError:
+                pass
+        self._woken = False  # before taking the events: one queued after this wakes the loop again
+        events = self.events
+        while events:
+            out, event = events.popleft()
+            out.put_nowait(event)
+
+    def close(self) -> None:
+        if self._piped and not self.loop.is_closed():
+            self.loop.remove_reader(self._rfd)
+        os.close(self._rfd)
+        os.close(self._wfd)
+
+
 @dataclass
 class _Job:
     request: Request
-    loop: asyncio.AbstractEventLoop
+    outbox: _Outbox
     out: asyncio.Queue[Event]
     submitted: float
     state: str = "queued"  # queued -> running (worker) or abandoned (cancelled while queued); under the lock
 
     def emit(self, event: Event) -> None:
-        self.loop.call_soon_threadsafe(self.out.put_nowait, event)
+        self.outbox.put(self.out, event)
 
     def queue_ms(self) -> float:
         return (time.perf_counter() - self.submitted) * 1000
@@ -244,6 +303,7 @@ class LlamaEngine:
         self.model: Model | None = None
         self.ctx: Any = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._outboxes: dict[asyncio.AbstractEventLoop, _Outbox] = {}  # one per event loop submitting turns
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set while the worker has nothing to do and waits for a turn
         self._thread: threading.Thread | None = None
@@ -328,7 +388,9 @@ class LlamaEngine:
             raise ConfigError(f"llama.cpp could not create a context of {p.n_ctx} tokens for {self.path}")
         self._mem = C.llama_get_memory(self.ctx)
         self._can_shift = bool(C.llama_memory_can_shift(self._mem)) and self._keys_can_shift()
-        self._batch = C.llama_batch_init(self.n_batch, 0, 1)
+        self._batch = b = C.llama_batch_init(self.n_batch, 0, 1)
+        # The batch's arrays, looked up once (each attribute access makes a new ctypes pointer object).
+        self._b = (b.token, b.pos, b.n_seq_id, [b.seq_id[i] for i in range(self.n_batch)], b.logits)
 
     def _keys_can_shift(self) -> bool:
         """Whether llama.cpp can re-rotate this cache's keys for a context shift. It crashes (a null pointer in
@@ -361,6 +423,9 @@ class LlamaEngine:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
+        for outbox in self._outboxes.values():
+            outbox.close()
+        self._outboxes.clear()
         if self.ctx is not None:
             C.llama_batch_free(self._batch)
             C.llama_free(self.ctx)
@@ -388,7 +453,9 @@ class LlamaEngine:
         """Submit the turn now (its place among waiting turns is taken by this call, not by the first read) and
         return its events."""
         loop = asyncio.get_running_loop()
-        job = _Job(request, loop, asyncio.Queue(), time.perf_counter())
+        if (outbox := self._outboxes.get(loop)) is None:
+            outbox = self._outboxes[loop] = _Outbox(loop)
+        job = _Job(request, outbox, asyncio.Queue(), time.perf_counter())
 
         def cancelled() -> None:
             # Still in the queue: end it now rather than when the worker gets to it.
@@ -436,6 +503,7 @@ class LlamaEngine:
         waiting: list[_Job] = []  # ordered by _Job.order
         while True:
             if not active and not waiting and not parked:
+                self._wake()  # what the last step or _admit emitted (a turn that failed to start)
                 while self._jobs.empty() and (self._save_ahead() or self._restore_ahead()):
                     pass
                 self.idle.set()
@@ -444,18 +512,15 @@ class LlamaEngine:
                 if job is None:
                     return
                 waiting.append(job)
-            while True:  # take everything submitted meanwhile
-                try:
-                    job = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if job is None:
+            while not self._jobs.empty():  # take everything submitted meanwhile
+                if (job := self._jobs.get()) is None:
                     return
                 bisect.insort(waiting, job, key=_Job.order)
-            self._admit(waiting, parked, active)
-            self.counters["waiting_turns"] = len(waiting)
-            self.counters["parked_turns"] = len(parked)
-            self.counters["park_ms"] = round(self._park_s * 1000)
+            if waiting or parked:
+                self._admit(waiting, parked, active)
+                self.counters["waiting_turns"] = len(waiting)
+                self.counters["parked_turns"] = len(parked)
+                self.counters["park_ms"] = round(self._park_s * 1000)
             if active or self._ahead:
                 self.counters["peak_batch_sequences"] = max(self.counters["peak_batch_sequences"], len(active))
                 self._step(active)
@@ -924,22 +989,23 @@ class LlamaEngine:
             if isinstance(item, str):
                 todo = self._ahead[item]
                 for tok in todo[: take[item]]:
-                    n = self._put(b, n, slot, tok, False)
+                    n = self._put(n, slot, tok, False)
                 del todo[: take[item]]
                 self.counters["ahead_tokens"] += take[item]
             elif item.next_token is not None:
                 if alone:
                     continue  # its next token goes in the next step
-                n = self._put(b, n, slot, item.next_token, True)
+                n = self._put(n, slot, item.next_token, True)
                 rows.append((item, n - 1))
             elif chunk := chunks.get(id(item)):
                 for i, tok in enumerate(chunk):
-                    n = self._put(b, n, slot, tok, not item.todo and i == len(chunk) - 1)
+                    n = self._put(n, slot, tok, not item.todo and i == len(chunk) - 1)
                 if not item.todo:
                     rows.append((item, n - 1))
             if n > start:
                 order.append(slot.seq)
-        self._ahead = {key: todo for key, todo in self._ahead.items() if todo}
+        if ahead:
+            self._ahead = {key: todo for key, todo in self._ahead.items() if todo}
         self.counters["steps"] += 1
         if not _consecutive(order):
             self.counters["split_steps"] += 1  # llama.cpp takes ids in batch order: n, n+1, ... in one pass
@@ -961,13 +1027,20 @@ class LlamaEngine:
             if (q.next_token is None and not q.produced) or self._emitted_all(q):  # the prompt, or a token fully sent
                 q.emitted_upto = len(q.slot.tokens)
             self._sample(q, row, active)
-        if rows:
+        if self._wake():
             # Hand the core to the event loop, which has the tokens just emitted to send. Where the two threads
             # share a core, the loop otherwise waited while the next step computed, for as long as the kernel's
             # wakeup granularity (~1 ms; measured: bundled model, 16 sessions, median first delta 8.9 -> 7.8 ms).
             _sched_yield()
         if self._ahead and not active:
             self._step(active)  # the last turns ended: their next turns' openings now, before any new turn starts
+
+    def _wake(self) -> bool:
+        """Hand what this step emitted to the event loops; whether there was anything."""
+        woken = False
+        for outbox in list(self._outboxes.values()):  # (the loop thread may add one meanwhile)
+            woken = outbox.wake() or woken
+        return woken
 
     def _compact(self, slots: list[_Slot]) -> None:
         """Keep the generating sequences on consecutive ids. With a KV split per sequence llama.cpp decodes a batch
@@ -1035,12 +1108,13 @@ class LlamaEngine:
         """Load a state from ``_seq_state`` into ``seq``; False if llama.cpp refuses it."""
         return bool(C.llama_state_seq_set_data(self.ctx, data, len(data), seq) == len(data))
 
-    def _put(self, b: Any, n: int, slot: _Slot, tok: int, logits: bool) -> int:
-        b.token[n] = tok
-        b.pos[n] = len(slot.tokens)
-        b.n_seq_id[n] = 1
-        b.seq_id[n][0] = slot.seq
-        b.logits[n] = logits
+    def _put(self, n: int, slot: _Slot, tok: int, logits: bool) -> int:
+        token, pos, n_seq_id, seq_id, out = self._b
+        token[n] = tok
+        pos[n] = len(slot.tokens)
+        n_seq_id[n] = 1
+        seq_id[n][0] = slot.seq
+        out[n] = logits
         slot.tokens.append(tok)
         return n + 1
 
@@ -1162,13 +1236,12 @@ class LlamaEngine:
 
         if not fits(most):
             return None, attempt(most)[1][-limit:], most
+        settled = 0 if self._can_shift else self._last_split(held, len(held))
+        if settled and 0 < cut <= most and fits(cut) and _common_prefix(attempt(cut)[1], held) >= settled:
+            return done(cut)  # the cut the sequence holds still fits: keep it
         d = _smallest(fits, 0, most, min(cut, most))
-        if self._can_shift or d == 0:
-            return done(d)
-        if settled := self._last_split(held, len(held)):
-            for c in (d, cut):  # the cut the sequence holds, while it fits: keep it
-                if d <= c <= most and _common_prefix(attempt(c)[1], held) >= settled:
-                    return done(c)
+        if self._can_shift or d == 0 or (settled and _common_prefix(attempt(d)[1], held) >= settled):
+            return done(d)  # (the last: a persona copied from another session, which any cut spells)
         return done(_smallest(lambda c: c == most or fits(c, limit // 2), d, most, max(cut, d)))
 
     def _tokenize(self, text: bytes, held: list[int]) -> list[int]:
