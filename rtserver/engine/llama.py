@@ -14,7 +14,8 @@ ahead of its line (``_ahead_of_next_turn``). A turn that finds every sequence ge
 (``Finish.queue_ms``); waiting turns start highest ``priority`` first, equal priorities in arrival order.
 
 All llama.cpp calls happen on one worker thread (a llama.cpp context is not thread-safe; ``llama_decode``
-releases the GIL, so the event loop stays responsive).
+releases the GIL, so the event loop stays responsive). A step's events reach the event loop together, with one
+wake-up (``_Outbox``).
 """
 
 from __future__ import annotations
