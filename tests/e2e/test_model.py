@@ -649,6 +649,46 @@ def test_a_grammar_rules_out_control_tokens_it_would_read_as_text(bundled_model)
         model.close()
 
 
+@pytest.mark.parametrize("pattern, text", [("^a.b$", '{"code": "a'), ("^[^,]{1,8}$", '{"code": "')])
+def test_a_schema_pattern_never_lets_a_string_end_early_or_hold_a_control_character(bundled_model, pattern, text):
+    """llama-cpp-python's converter turns a pattern's ``.`` into ``[^\\x0A\\x0D]`` and ``[^,]`` into ``[^,]``: a
+    quote there would end the JSON string early and a tab would break it, and the reply would not parse however
+    well the rest went. Where the model most wants one of them, the grammar picks ordinary text instead."""
+    import ctypes
+
+    import llama_cpp as C
+
+    from rtserver.engine.base import Message, Request
+    from rtserver.engine.grammar import schema_to_grammar
+    from rtserver.engine.llama import LlamaEngine, Model
+
+    schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": pattern}}, "required": ["code"]}
+    engine = LlamaEngine(bundled_model, slots=1)
+    engine.model = model = Model(bundled_model)
+    try:
+        ordinary = model.tokenize("x")[0]
+
+        def pick(favourite: int) -> int:
+            request = Request("k", [Message("user", "hi")], temperature=0, grammar=schema_to_grammar(schema))
+            chain = engine._sampler(request)
+            try:
+                for tok in model.tokenize(text):  # the reply so far: the grammar follows it
+                    C.llama_sampler_accept(chain, tok)
+                data = (C.llama_token_data * model.n_vocab)(*((t, 0.0, 0.0) for t in range(model.n_vocab)))
+                data[favourite].logit, data[ordinary].logit = 50.0, 10.0
+                cur = C.llama_token_data_array(data, model.n_vocab, -1, False)
+                C.llama_sampler_apply(chain, ctypes.byref(cur))
+                return int(data[cur.selected].id)
+            finally:
+                C.llama_sampler_free(chain)
+
+        for bad in ('"', "\t", "\\"):
+            [token] = model.tokenize(bad)
+            assert pick(token) == ordinary, bad
+    finally:
+        model.close()
+
+
 async def test_regenerating_a_structured_reply_keeps_its_schema(model_server):
     import json
 
