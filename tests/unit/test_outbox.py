@@ -44,3 +44,33 @@ async def test_every_event_from_another_thread_arrives_once_and_in_order():
     assert all(q.empty() for q in queues)  # nothing more
     assert not outbox.wake()  # nothing left to hand over
     outbox.close()
+
+
+class _LoopWithoutReaders:
+    """An event loop that cannot watch a file descriptor (as Windows' proactor loop cannot watch a pipe)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+
+    def add_reader(self, *args: object) -> None:
+        raise NotImplementedError
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._loop, name)
+
+
+async def test_a_loop_that_cannot_watch_a_pipe_is_woken_the_usual_way():
+    outbox = _Outbox(_LoopWithoutReaders(asyncio.get_running_loop()))  # type: ignore[arg-type]
+    out: asyncio.Queue[Token] = asyncio.Queue()
+
+    def worker() -> None:
+        for i in range(3):
+            outbox.put(out, Token(str(i)))
+        outbox.wake()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    got = [(await asyncio.wait_for(out.get(), timeout=5)).text for _ in range(3)]
+    assert got == ["0", "1", "2"]
+    outbox.close()
