@@ -168,8 +168,8 @@ class _Outbox:
     """Events from the worker thread to one event loop, handed over once per step. The worker queues a step's
     events and then wakes the loop with one byte down a pipe the loop watches, written without the GIL (os.write
     releases it), so that the woken loop can run at once. One ``call_soon_threadsafe`` per event held the GIL
-    while it woke the loop: on one core the loop woke, found the GIL taken and slept again, six thread switches a
-    token where two will do (docs/benchmarks.md, 2026-12-02)."""
+    while it woke the loop: on one core the loop woke, found the GIL taken and slept again (bench/token_path.py:
+    the loop thread switched 3.2 times a token, now 1.3)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self.loop = loop
@@ -255,7 +255,7 @@ class _Seq:
     todo: list[int]  # prompt tokens not yet decoded
     queue_ms: float
     emitted_upto: int  # KV length whose text has fully reached the client
-    text: bytes | None  # the prompt's text, which the prompt's tokens spell (None: cut to fit)
+    text: bytes | None  # the prompt's text, which the prompt's tokens spell (None: the newest turn alone was cut)
     cut: int  # the oldest turns the prompt leaves out (after the persona) to fit the context
     next_token: int | None = None  # sampled and sent, decoded with the next batch
     produced: int = 0
@@ -305,6 +305,7 @@ class LlamaEngine:
         self.ctx: Any = None
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._outboxes: dict[asyncio.AbstractEventLoop, _Outbox] = {}  # one per event loop submitting turns
+        self._to_wake: tuple[_Outbox, ...] = ()  # the same, as the worker reads them after each step
         self._lock = threading.Lock()
         self.idle = threading.Event()  # set while the worker has nothing to do and waits for a turn
         self._thread: threading.Thread | None = None
@@ -427,6 +428,7 @@ class LlamaEngine:
         for outbox in self._outboxes.values():
             outbox.close()
         self._outboxes.clear()
+        self._to_wake = ()
         if self.ctx is not None:
             C.llama_batch_free(self._batch)
             C.llama_free(self.ctx)
@@ -456,6 +458,7 @@ class LlamaEngine:
         loop = asyncio.get_running_loop()
         if (outbox := self._outboxes.get(loop)) is None:
             outbox = self._outboxes[loop] = _Outbox(loop)
+            self._to_wake = tuple(self._outboxes.values())  # replaced whole: the worker never sees it change
         job = _Job(request, outbox, asyncio.Queue(), time.perf_counter())
 
         def cancelled() -> None:
@@ -1039,7 +1042,7 @@ class LlamaEngine:
     def _wake(self) -> bool:
         """Hand what this step emitted to the event loops; whether there was anything."""
         woken = False
-        for outbox in list(self._outboxes.values()):  # (the loop thread may add one meanwhile)
+        for outbox in self._to_wake:
             woken = outbox.wake() or woken
         return woken
 
@@ -1185,8 +1188,7 @@ class LlamaEngine:
         if q.text is None:
             return []
         reply = "".join(q.reply)
-        first = 1 if request.messages and request.messages[0].role == "system" else 0
-        messages = [*request.messages[:first], *request.messages[first + q.cut :]]  # as the prompt had them
+        messages = _kept(request.messages, q.cut)  # as the prompt had them
         if request.continue_last and messages and messages[-1].role == "assistant":
             messages[-1] = Message("assistant", messages[-1].content + reply)
         else:
@@ -1217,15 +1219,13 @@ class LlamaEngine:
         its KV, instead of losing one more turn at every turn and prefilling all the rest again each time."""
         assert self.model is not None
         messages, template = request.messages, self.model.template
-        first = 1 if messages and messages[0].role == "system" else 0
         limit = self.n_ctx_seq - min(request.max_tokens, self.n_ctx_seq // 4)  # room to answer
-        most = max(0, len(messages) - first - 1)  # left out at most: all but the newest turn
+        most = max(0, len(messages) - _persona(messages) - 1)  # left out at most: all but the newest turn
         tries: dict[int, tuple[bytes, list[int]]] = {}
 
         def attempt(d: int) -> tuple[bytes, list[int]]:
             if d not in tries:
-                kept = [*messages[:first], *messages[first + d :]]
-                text = template.render(kept, continue_last=request.continue_last).encode()
+                text = template.render(_kept(messages, d), continue_last=request.continue_last).encode()
                 tries[d] = (text, self._tokenize(text, held))
             return tries[d]
 
@@ -1296,6 +1296,17 @@ class LlamaEngine:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(request.temperature))
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed & 0xFFFFFFFF))
         return chain
+
+
+def _persona(messages: list[Message]) -> int:
+    """How many messages open the conversation as its persona (a system message), never left out of a prompt."""
+    return 1 if messages and messages[0].role == "system" else 0
+
+
+def _kept(messages: list[Message], cut: int) -> list[Message]:
+    """The messages a prompt keeps when it leaves out the ``cut`` oldest turns after the persona."""
+    first = _persona(messages)
+    return [*messages[:first], *messages[first + cut :]]
 
 
 def _smallest(ok: Callable[[int], bool], lo: int, hi: int, start: int) -> int:
