@@ -204,8 +204,6 @@ class SessionManager:
         self._check_text(user, "text")
         if schema is not None and grammar is not None:
             raise ClientError("say takes a schema or a grammar, not both", code="bad_field")
-        if grammar is not None and (why := self.grammar_error(s.data.model, grammar)):
-            raise ClientError(f"say.grammar: {why}"[:300], code="bad_field")
         h = s.history
         if kind == "say":
             parent, continue_last = h.head, False
@@ -219,6 +217,10 @@ class SessionManager:
             schema, grammar = cur.schema, cur.grammar  # a structured reply's alternative is constrained alike
         else:
             parent, continue_last = h.head, True
+        rule = schema_to_grammar(schema) if schema is not None else grammar
+        if rule is not None and (why := self.grammar_error(s.data.model, rule)):
+            field = "say.schema (as the grammar it becomes)" if schema is not None else "say.grammar"
+            raise ClientError(f"{field}: {why}"[:300], code="bad_field")
         messages = h.messages(s.data.persona, parent)
         if user is not None:
             messages.append(Message("user", user))
@@ -232,7 +234,7 @@ class SessionManager:
             seed=p.get("seed"),
             max_tokens=int(p["max_tokens"]),
             stop=list(p.get("stop") or ()),
-            grammar=schema_to_grammar(schema) if schema is not None else grammar,
+            grammar=rule,
             priority=int(p.get("priority", 0)),
         )
         self.admission[s.data.model].admit(request.priority)  # raises Busy: nothing has started, nothing to undo

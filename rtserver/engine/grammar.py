@@ -6,7 +6,8 @@ fix on the way: the converter's negated character classes admit characters JSON 
 string character (``[^"\\]``) admits raw control characters (a sampled newline there made 2 of 40 replies of the
 bundled model fail to parse at temperature 1; llama.cpp's own converter has since excluded them), and a
 ``pattern``'s ``.`` (``[^\x0a\x0d]``) or ``[^,]`` admits a quote, a backslash and control characters too, so a
-string could end early or break. ``_json_strings`` makes every negated class exclude all of them.
+string could end early or break. A pattern's positive classes can hold them as well (``[ -~]`` holds a quote and a
+backslash). ``_json_strings`` takes them out of every class but those of the converter's own escape rule.
 """
 
 from __future__ import annotations
@@ -34,12 +35,23 @@ def _convert(schema_json: str) -> str:
 
 
 _NOT_IN_A_STRING = r'"\\\x7F\x00-\x1F'  # a quote, a backslash, DEL and the control characters, as GBNF spells them
+_FORBIDDEN = ((0x00, 0x1F), (0x22, 0x22), (0x5C, 0x5C), (0x7F, 0x7F))  # the same, as ranges of code points
+_ESCAPES = {"t": 0x09, "r": 0x0D, "n": 0x0A, "\\": 0x5C, '"': 0x22, "[": 0x5B, "]": 0x5D}
+_HEX_DIGITS = {"x": 2, "u": 4, "U": 8}
 
 
 def _json_strings(grammar: str) -> str:
-    """The grammar with every negated character class (``[^...]``, outside quoted literals) also excluding what a
-    JSON string cannot hold as it is. The converter's negated classes all stand for characters of a string:
-    numbers, keys and punctuation are literals and positive classes."""
+    """The grammar with every character class (outside quoted literals) also excluding what a JSON string cannot
+    hold as it is: negated classes get the exclusions appended, positive ones lose those characters. The
+    converter's classes outside its ``char`` rule all stand for characters of a string or of a number: keys and
+    punctuation are literals, and a number's classes hold digits, signs and exponents only, which stay as they are.
+    The ``char`` rule's ``["\\/bfnrt]`` follows a backslash (an escape): the positive classes there are left alone."""
+    return "\n".join(
+        _json_string_classes(line, positive=not line.startswith("char ::=")) for line in grammar.split("\n")
+    )
+
+
+def _json_string_classes(grammar: str, positive: bool) -> str:
     out: list[str] = []
     i, n = 0, len(grammar)
     while i < n:
@@ -55,14 +67,71 @@ def _json_strings(grammar: str) -> str:
             while j < n and grammar[j] != "]":
                 j += 2 if grammar[j] == "\\" else 1
             body = grammar[i + 1 : j]
-            if body.startswith("^") and "\\x00-\\x1F" not in body:
-                body += _NOT_IN_A_STRING
+            if body.startswith("^"):
+                if "\\x00-\\x1F" not in body:
+                    body += _NOT_IN_A_STRING
+            elif positive:
+                body = _without_forbidden(body)
             out.append(f"[{body}]")
             i = j + 1
         else:
             out.append(c)
             i += 1
     return "".join(out)
+
+
+def _without_forbidden(body: str) -> str:
+    """A positive class's body (GBNF spelling) less the characters a JSON string cannot hold as they are; the body
+    unchanged where it holds none of them, or where llama.cpp could not read it either (the converter passes a
+    pattern's ``\\s`` through)."""
+    try:
+        ranges = _class_ranges(body)
+    except (ValueError, IndexError):
+        return body
+    if not any(lo <= f_hi and f_lo <= hi for lo, hi in ranges for f_lo, f_hi in _FORBIDDEN):
+        return body
+    kept: list[tuple[int, int]] = []
+    for lo, hi in ranges:
+        for f_lo, f_hi in _FORBIDDEN:  # in ascending order: cut each out of what is left of the range
+            if lo <= f_hi and f_lo <= hi:
+                if lo < f_lo:
+                    kept.append((lo, f_lo - 1))
+                lo = max(lo, f_hi + 1)
+        if lo <= hi:
+            kept.append((lo, hi))
+    if not kept:
+        raise ValueError(f"the pattern's class [{body}] holds only characters a JSON string cannot hold unescaped")
+    return "".join(_spell(lo) if lo == hi else f"{_spell(lo)}-{_spell(hi)}" for lo, hi in kept)
+
+
+def _class_ranges(body: str) -> list[tuple[int, int]]:
+    """A positive class's characters as (first, last) code points, read as llama.cpp's grammar parser reads them."""
+    ranges: list[tuple[int, int]] = []
+    i = 0
+    while i < len(body):
+        lo, i = _class_char(body, i)
+        hi = lo
+        if body.startswith("-", i) and i + 1 < len(body):
+            hi, i = _class_char(body, i + 1)
+        ranges.append((lo, hi))
+    return ranges
+
+
+def _class_char(body: str, i: int) -> tuple[int, int]:
+    """The character at ``body[i]`` (a GBNF escape or itself) and where the next one starts."""
+    if body[i] != "\\":
+        return ord(body[i]), i + 1
+    kind = body[i + 1]
+    if kind in _HEX_DIGITS:
+        end = i + 2 + _HEX_DIGITS[kind]
+        return int(body[i + 2 : end], 16), end
+    if kind in _ESCAPES:
+        return _ESCAPES[kind], i + 2
+    raise ValueError(f"unknown escape \\{kind} in a character class")
+
+
+def _spell(code: int) -> str:
+    return f"\\x{code:02X}" if code <= 0xFF else f"\\u{code:04X}" if code <= 0xFFFF else f"\\U{code:08X}"
 
 
 def parses(reply: str) -> bool:

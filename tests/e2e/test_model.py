@@ -649,11 +649,21 @@ def test_a_grammar_rules_out_control_tokens_it_would_read_as_text(bundled_model)
         model.close()
 
 
-@pytest.mark.parametrize("pattern, text", [("^a.b$", '{"code": "a'), ("^[^,]{1,8}$", '{"code": "')])
+@pytest.mark.parametrize(
+    "pattern, text",
+    [
+        ("^a.b$", '{"code": "a'),
+        ("^[^,]{1,8}$", '{"code": "'),
+        ("^[ -~]{1,8}$", '{"code": "'),
+        ('^["a-z]{1,8}$', '{"code": "'),
+        (r"^[\\\tx]+$", '{"code": "'),
+    ],
+)
 def test_a_schema_pattern_never_lets_a_string_end_early_or_hold_a_control_character(bundled_model, pattern, text):
-    """llama-cpp-python's converter turns a pattern's ``.`` into ``[^\\x0A\\x0D]`` and ``[^,]`` into ``[^,]``: a
-    quote there would end the JSON string early and a tab would break it, and the reply would not parse however
-    well the rest went. Where the model most wants one of them, the grammar picks ordinary text instead."""
+    """llama-cpp-python's converter turns a pattern's ``.`` into ``[^\\x0A\\x0D]`` and ``[^,]`` into ``[^,]``, and
+    copies a positive class such as ``[ -~]`` as it is: a quote there would end the JSON string early, and a tab or a
+    lone backslash would break it, so the reply would not parse however well the rest went. Where the model most
+    wants one of them, the grammar picks ordinary text instead."""
     import ctypes
 
     import llama_cpp as C
@@ -710,6 +720,12 @@ async def test_a_schema_that_cannot_be_a_grammar_is_refused(model_server):
         with pytest.raises(RtClientError) as info:
             await s.say("hi", schema={"type": "nonsense"})
         assert info.value.code == "bad_field" and "schema" in info.value.message
+        # A grammar llama.cpp would refuse (the converter copies a pattern's \d as it is), and a pattern whose
+        # only character a JSON string cannot hold as it is: refused at once, not ended as an error mid-turn.
+        for pattern in (r"^\d{3}$", '^["]$'):
+            with pytest.raises(RtClientError) as info:
+                await s.say("hi", schema={"type": "string", "pattern": pattern})
+            assert info.value.code == "bad_field" and "schema" in info.value.message, pattern
         assert (await (await s.say("Hello!")).result()).reason == "stop"  # the session is intact
 
 
