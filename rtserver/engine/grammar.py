@@ -31,7 +31,59 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
 def _convert(schema_json: str) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    return _json_strings(str(json_schema_to_gbnf(schema_json)))
+    schema = _with_shorthand_spelled_out(json.loads(schema_json))
+    return _json_strings(str(json_schema_to_gbnf(json.dumps(schema))))
+
+
+_SHORTHAND = {"d": "0-9", "w": "0-9A-Za-z_", "s": " \\t\\n\\r"}  # (\\s: \\f and \\v have no GBNF spelling)
+_NOT_SCHEMAS = {"const", "enum", "default", "examples"}  # values, where a key named "pattern" is data
+
+
+def _with_shorthand_spelled_out(schema: Any) -> Any:
+    """The schema with every ``pattern``'s ``\\d``, ``\\w`` and ``\\s`` (and ``\\D``, ``\\W``, ``\\S`` outside a class)
+    written as character classes: the converter copies them as they are, and llama.cpp refuses the grammar."""
+    if isinstance(schema, list):
+        return [_with_shorthand_spelled_out(v) for v in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {}
+    for key, value in schema.items():
+        if key == "pattern" and isinstance(value, str):
+            out[key] = _spell_shorthand(value)
+        elif key in _NOT_SCHEMAS:
+            out[key] = value
+        else:
+            out[key] = _with_shorthand_spelled_out(value)
+    return out
+
+
+def _spell_shorthand(pattern: str) -> str:
+    out: list[str] = []
+    in_class, i = False, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            kind = pattern[i + 1]
+            body = _SHORTHAND.get(kind.lower())
+            if body is None or (in_class and kind.isupper()):  # (a negated one inside a class has no spelling)
+                out.append(pattern[i : i + 2])
+            elif in_class:
+                out.append(body)
+            else:
+                out.append(f"[^{body}]" if kind.isupper() else f"[{body}]")
+            i += 2
+            continue
+        if c == "[" and not in_class:
+            in_class = True
+            opening = "[^]" if pattern.startswith("^]", i + 1) else "[]" if pattern.startswith("]", i + 1) else "["
+            out.append(opening)  # (a ] first in a class is one of its characters)
+            i += len(opening)
+            continue
+        if c == "]" and in_class:
+            in_class = False
+        out.append(c)
+        i += 1
+    return "".join(out)
 
 
 _NOT_IN_A_STRING = r'"\\\x7F\x00-\x1F'  # a quote, a backslash, DEL and the control characters, as GBNF spells them
