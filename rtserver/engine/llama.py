@@ -109,8 +109,13 @@ class Model:
     def piece(self, token: int, special: bool = False) -> bytes:
         known = self._pieces[special]
         if (piece := known.get(token)) is None:
-            n = C.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, special)
-            piece = known[token] = self._piece.raw[:n] if n > 0 else b""
+            # Both spellings at once: a sampled token's text is asked for as it streams, and again with control
+            # tokens spelled out when the next turn's prompt is matched against the sequence (_tokenize), where
+            # a miss cost a call into llama.cpp per token of the whole history, on the way to a first delta.
+            for kind, pieces in zip((False, True), self._pieces, strict=True):
+                n = C.llama_token_to_piece(self.vocab, token, self._piece, len(self._piece), 0, kind)
+                pieces[token] = self._piece.raw[:n] if n > 0 else b""
+            piece = known[token]
         return piece
 
     def pieces(self, tokens: list[int]) -> list[bytes]:
@@ -1207,7 +1212,8 @@ class LlamaEngine:
         except Exception:  # a template that refuses this turn order: nothing to decode ahead
             return []
         at = rendered.find(_NEXT_LINE.encode())
-        held = q.text + b"".join(self.model.piece(t, special=True) for t in q.slot.tokens[q.prompt_len :])
+        # (all of the sequence's pieces, so that the next turn's prompt finds every one known: _tokenize)
+        held = q.text + b"".join(self.model.pieces(q.slot.tokens)[q.prompt_len :])
         if at < 0 or not rendered[:at].startswith(held):
             return []
         ahead = self.model.tokenize_bytes(rendered[len(held) : at]) if at > len(held) else []
@@ -1244,7 +1250,7 @@ class LlamaEngine:
         def done(d: int) -> tuple[bytes, list[int], int]:
             return (*attempt(d), d)
 
-        if not fits(most):
+        if not fits(min(cut, most)) and not fits(most):  # (where the first fits, so does the second: it keeps less)
             return None, attempt(most)[1][-limit:], most
         settled = 0 if self._can_shift else self._last_split(held, len(held))
         if settled and 0 < cut <= most and fits(cut) and _common_prefix(attempt(cut)[1], held) >= settled:

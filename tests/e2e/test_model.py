@@ -842,6 +842,60 @@ async def test_a_long_storys_prompt_costs_what_the_context_holds_not_the_story(b
     assert max(tokenized[100:]) <= 8 * 256, tokenized[100:]
 
 
+async def test_a_prompt_that_fits_is_rendered_and_tokenized_once(bundled_model):
+    """On the way to a returning session's first delta, its prompt is rendered and tokenized once when it fits the
+    context: no shorter prompt is tried first (the shortest, persona and newest line, was tried on every turn to
+    learn whether anything fits at all). And every token the sequence holds has its text known by then, so that
+    matching the prompt against it calls into llama.cpp for none of them."""
+    from unittest import mock
+
+    import llama_cpp
+
+    from rtserver.engine.llama import LlamaEngine
+
+    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+    await engine.start()
+    renders: list[int] = []
+    pieces: list[int] = []
+    try:
+        assert engine.model is not None
+        template, prompt = engine.model.template, engine._prompt
+        render, to_piece = template.render, llama_cpp.llama_token_to_piece
+        inside = False
+
+        def counted_render(*a, **k):
+            renders[-1] += inside
+            return render(*a, **k)
+
+        def counted_piece(*a, **k):
+            pieces[-1] += inside
+            return to_piece(*a, **k)
+
+        def counted_prompt(*a, **k):
+            nonlocal inside
+            inside = True
+            try:
+                return prompt(*a, **k)
+            finally:
+                inside = False
+
+        history: dict = {}
+        with (
+            mock.patch.object(template, "render", counted_render),
+            mock.patch.object(engine, "_prompt", counted_prompt),
+            mock.patch.object(llama_cpp, "llama_token_to_piece", counted_piece),
+        ):
+            for line in ["Hello!", "What do you sell?", "Any news?", "Tell me a story.", "Goodbye."]:
+                renders.append(0)
+                pieces.append(0)
+                text, finish = await run_turn(engine, history, "s", line)
+                assert finish.reason == "stop" and text.strip()
+    finally:
+        await engine.close()
+    assert renders == [1] * 5
+    assert pieces[1:] == [0] * 4
+
+
 @pytest.mark.parametrize("slots", [4, 1], ids=["from-a-sequence", "from-host-memory"])
 async def test_a_shared_persona_is_prefilled_once_and_copied(bundled_model, slots):
     """With 4 sequences, b and c copy the persona's KV from a's sequence; with 1, a (then b) has been evicted to
