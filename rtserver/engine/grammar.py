@@ -37,6 +37,7 @@ def _convert(schema_json: str) -> str:
 
 _SHORTHAND = {"d": "0-9", "w": "0-9A-Za-z_", "s": " \\t\\n\\r"}  # (\\s: \\f and \\v have no GBNF spelling)
 _NOT_SCHEMAS = {"const", "enum", "default", "examples"}  # values, where a key named "pattern" is data
+_NAMED_SCHEMAS = {"properties", "patternProperties", "$defs", "definitions"}  # name -> schema, whatever the name
 
 
 def _with_shorthand_spelled_out(schema: Any) -> Any:
@@ -46,10 +47,12 @@ def _with_shorthand_spelled_out(schema: Any) -> Any:
         return [_with_shorthand_spelled_out(v) for v in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "pattern" and isinstance(value, str):
             out[key] = _spell_shorthand(value)
+        elif key in _NAMED_SCHEMAS and isinstance(value, dict):
+            out[key] = {name: _with_shorthand_spelled_out(v) for name, v in value.items()}
         elif key in _NOT_SCHEMAS:
             out[key] = value
         else:

@@ -24,6 +24,7 @@ import asyncio
 import bisect
 import codecs
 import ctypes
+import hashlib
 import math
 import os
 import queue
@@ -337,7 +338,7 @@ class LlamaEngine:
         # Sessions whose story has outgrown the context: how many of the oldest turns their last prompt left out,
         # where the next prompt's search starts (_prompt). Kept, and forgotten, with the pace.
         self._cuts: dict[str, int] = {}
-        self._grammars: dict[str, str | None] = {}  # grammar -> why llama.cpp refuses it (None: it does not)
+        self._grammars: dict[bytes, str | None] = {}  # grammar's digest -> why llama.cpp refuses it, or None
         self.counters = {
             "prefilled_tokens": 0,
             "reused_tokens": 0,
@@ -451,8 +452,9 @@ class LlamaEngine:
         parsing one takes ~0.5 ms of the event loop (an NPC schema with a 200-character line)."""
         if self.model is None:
             return "the model is not loaded yet"
-        if grammar in self._grammars:
-            return self._grammars[grammar]
+        key = hashlib.blake2b(grammar.encode(), digest_size=16).digest()  # (a grammar may be as long as a frame)
+        if key in self._grammars:
+            return self._grammars[key]
         sampler = C.llama_sampler_init_grammar(self.model.vocab, grammar.encode(), b"root")
         why = None
         if not sampler:
@@ -461,7 +463,7 @@ class LlamaEngine:
             C.llama_sampler_free(sampler)
         if len(self._grammars) >= 256:
             del self._grammars[next(iter(self._grammars))]  # the oldest
-        self._grammars[grammar] = why
+        self._grammars[key] = why
         return why
 
     # --- the async face -------------------------------------------------------------------------------------
