@@ -219,8 +219,13 @@ class SessionManager:
             parent, continue_last = h.head, True
         rule = schema_to_grammar(schema) if schema is not None else grammar
         if rule is not None and (why := self.grammar_error(s.data.model, rule)):
-            field = "say.schema (as the grammar it becomes)" if schema is not None else "say.grammar"
-            raise ClientError(f"{field}: {why}"[:300], code="bad_field")
+            if schema is not None:
+                why = (
+                    "llama.cpp refused the grammar it becomes; the usual causes are a large maxLength, maxItems or "
+                    "repetition count (llama.cpp caps how far a grammar may repeat) and regex features it lacks "
+                    "(\\d, \\w and \\s are supported)"
+                )
+            raise ClientError(f"say.{'schema' if schema is not None else 'grammar'}: {why}"[:300], code="bad_field")
         messages = h.messages(s.data.persona, parent)
         if user is not None:
             messages.append(Message("user", user))

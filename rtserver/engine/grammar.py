@@ -18,13 +18,24 @@ from typing import Any
 
 from ..errors import ClientError
 
+MAX_GRAMMAR_BYTES = 32 * 1024  # a schema's grammar: an NPC's is ~2 KB; llama.cpp refuses most beyond (repetition caps)
+
 
 def schema_to_grammar(schema: dict[str, Any]) -> str:
-    """GBNF for replies matching ``schema``; ``ClientError(bad_field)`` if it cannot be converted."""
+    """GBNF for replies matching ``schema``; ``ClientError(bad_field)`` if it cannot be converted, or converts to
+    more than ``MAX_GRAMMAR_BYTES`` (a maxLength of thousands spells out every repetition, and parsing such a
+    grammar blocks the event loop for tens of ms)."""
     try:
-        return _convert(json.dumps(schema, sort_keys=True))
+        grammar = _convert(json.dumps(schema, sort_keys=True))
     except Exception as exc:  # the converter raises assorted errors for schemas it does not support
         raise ClientError(f"say.schema cannot be turned into a grammar: {exc}"[:300], code="bad_field") from None
+    if len(grammar) > MAX_GRAMMAR_BYTES:
+        raise ClientError(
+            f"say.schema becomes a grammar of {len(grammar) // 1024} KB, over the {MAX_GRAMMAR_BYTES // 1024} KB "
+            "limit: lower its maxLength, maxItems or other repetition counts",
+            code="bad_field",
+        )
+    return grammar
 
 
 @lru_cache(maxsize=256)

@@ -23,16 +23,18 @@ from __future__ import annotations
 import asyncio
 import bisect
 import codecs
+import contextlib
 import ctypes
 import hashlib
 import math
 import os
 import queue
 import random
+import sys
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,24 @@ log = structlog.get_logger("rtserver.engine")
 # ggml's type ids (ggml.h) of the KV cache types settings.CACHE_TYPES names; llama-cpp-python lacks some (BF16)
 GGML_TYPES = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "bf16": 30}
 MIN_SHARED_PREFIX = 16  # tokens another sequence must hold beyond our own before copying its KV pays
+
+
+@contextlib.contextmanager
+def _stderr_silenced() -> Iterator[None]:
+    """File descriptor 2 goes to /dev/null for the duration. llama.cpp's grammar parser writes a grammar it
+    refuses to stderr whole (llama-grammar.cpp, ``parse``): a client's bad grammar (up to a frame) or a schema's
+    (tens of KB) would land in the server's JSON log, and with nobody reading that pipe block the event loop
+    there (seen: a test server that stopped answering). Used only around that parse, on the event loop's thread,
+    which logs nothing meanwhile."""
+    sys.stderr.flush()
+    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(null, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(null)
 
 
 def _init_backend() -> None:
@@ -455,7 +475,8 @@ class LlamaEngine:
         key = hashlib.blake2b(grammar.encode(), digest_size=16).digest()  # (a grammar may be as long as a frame)
         if key in self._grammars:
             return self._grammars[key]
-        sampler = C.llama_sampler_init_grammar(self.model.vocab, grammar.encode(), b"root")
+        with _stderr_silenced():  # llama.cpp prints a grammar it refuses, all of it, to stderr
+            sampler = C.llama_sampler_init_grammar(self.model.vocab, grammar.encode(), b"root")
         why = None
         if not sampler:
             why = "llama.cpp could not parse it as GBNF with a rule named root (see llama.cpp's grammars/README.md)"

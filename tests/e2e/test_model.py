@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 
 import pytest
@@ -736,14 +737,31 @@ async def test_a_schema_that_cannot_be_a_grammar_is_refused(model_server):
         with pytest.raises(RtClientError) as info:
             await s.say("hi", schema={"type": "nonsense"})
         assert info.value.code == "bad_field" and "schema" in info.value.message
-        # A grammar llama.cpp would refuse (a negated shorthand inside a class has no GBNF spelling), and a
-        # pattern whose only character a JSON string cannot hold as it is: refused at once, not ended as an error
-        # mid-turn.
-        for pattern in (r"^[\D]$", '^["]$'):
+        # Grammars llama.cpp would refuse (a negated shorthand inside a class has no GBNF spelling; a repetition
+        # past its cap), one too large to parse on the event loop, and a pattern whose only character a JSON string
+        # cannot hold as it is: refused at once, not ended as an error mid-turn.
+        for bad in ({"pattern": r"^[\D]$"}, {"maxLength": 2000}, {"maxLength": 100_000}, {"pattern": '^["]$'}):
             with pytest.raises(RtClientError) as info:
-                await s.say("hi", schema={"type": "string", "pattern": pattern})
-            assert info.value.code == "bad_field" and "schema" in info.value.message, pattern
+                await s.say("hi", schema={"type": "string", **bad})
+            assert info.value.code == "bad_field" and "schema" in info.value.message, bad
         assert (await (await s.say("Hello!")).result()).reason == "stop"  # the session is intact
+
+
+async def test_a_refused_grammar_stays_out_of_the_servers_log(model_server):
+    """llama.cpp's parser prints a grammar it refuses, whole, to stderr: the server's JSON log, where a client's
+    grammar (up to a frame; a schema's, tens of KB) does not belong, and a pipe that nobody drains blocked the
+    server there."""
+    from rtclient import RtClientError
+
+    marker = "nobody-should-log-this"
+    async with Client(model_server.url) as c:
+        s = await c.open_session(persona=PERSONA, params={"max_tokens": 8})
+        with pytest.raises(RtClientError) as info:
+            await s.say("hi", grammar=f'root ::= "{marker}" (((')
+        assert info.value.code == "bad_field"
+        result = await (await s.say("Hello!")).result()
+    await asyncio.to_thread(model_server.wait_event, "turn", tid=result.tid)  # the log up to the turn after it
+    assert not [e for e in model_server.log if marker in json.dumps(e)]
 
 
 async def test_a_grammar_constrains_the_reply(model_server):
