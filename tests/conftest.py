@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,9 @@ def require(condition: bool, reason: str) -> None:
 
 @dataclass
 class ServerProc:
+    """A running ``rtserver serve``. Its log (stderr, JSON lines) is read by a thread as it comes, so the server
+    never blocks on a full pipe however much it logs between a test's looks at it."""
+
     args: list[str]
     data_dir: Path
     env: dict[str, str]
@@ -36,6 +40,9 @@ class ServerProc:
     url: str = ""
     port: int = 0
     log: list[dict[str, object]] = field(default_factory=list)
+    _seen: threading.Condition = field(default_factory=threading.Condition)
+    _reader: threading.Thread | None = None
+    _ended: bool = False  # the log reached its end: the server exited
 
     def start(self) -> ServerProc:
         port_args = ["--port", str(self.port)] if self.port else ["--port", "0"]
@@ -57,52 +64,68 @@ class ServerProc:
             text=True,
             env={**os.environ, **self.env},
         )
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            event = self._record(line)
-            if event.get("event") == "listening":
-                self.url = str(event["url"])
-                self.port = int(self.url.rsplit(":", 1)[1].strip("/"))
-                return self
-        raise RuntimeError(f"rtserver exited before listening (rc={self.proc.wait()}): {self.log[-5:]}")
-
-    def _record(self, line: str) -> dict[str, object]:
+        self._ended, since = False, len(self.log)
+        self._reader = threading.Thread(target=self._read_log, args=(self.proc,), name="rtserver-log", daemon=True)
+        self._reader.start()
         try:
-            event = json.loads(line)
-        except json.JSONDecodeError:
-            event = {"raw": line.rstrip()}
-        self.log.append(event)
-        return event
+            event = self._wait("listening", since)  # (this process's: a restarted server's log goes on)
+        except AssertionError:
+            raise RuntimeError(f"rtserver exited before listening (rc={self.proc.wait()}): {self.log[-5:]}") from None
+        self.url = str(event["url"])
+        self.port = int(self.url.rsplit(":", 1)[1].strip("/"))
+        return self
+
+    def _read_log(self, proc: subprocess.Popen[str]) -> None:
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            try:
+                event = json.loads(line)
+            except json.JSONDecodeError:
+                event = {"raw": line.rstrip()}
+            with self._seen:
+                self.log.append(event)
+                self._seen.notify_all()
+        with self._seen:
+            self._ended = True
+            self._seen.notify_all()
 
     @property
     def http(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def wait_event(self, name: str, **match: object) -> dict[str, object]:
-        """Read the server's log until an event ``name`` with these fields appears (blocking: use to_thread)."""
-        for event in self.log:
-            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
-                return event
-        assert self.proc is not None and self.proc.stderr is not None
-        for line in self.proc.stderr:
-            event = self._record(line)
-            if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
-                return event
-        raise AssertionError(f"server exited without logging {name} {match}")
+        """The first event ``name`` with these fields the server has logged, waiting for it if need be (blocking:
+        use to_thread)."""
+        return self._wait(name, 0, **match)
+
+    def _wait(self, name: str, looked: int, **match: object) -> dict[str, object]:
+        with self._seen:
+            while True:
+                for event in self.log[looked:]:
+                    if event.get("event") == name and all(event.get(k) == v for k, v in match.items()):
+                        return event
+                looked = len(self.log)
+                if self._ended:
+                    raise AssertionError(f"server exited without logging {name} {match}")
+                self._seen.wait()
+
+    def _log_ended(self) -> None:
+        if self._reader is not None:
+            self._reader.join()
+            self._reader = None
 
     def signal(self, sig: int) -> int:
         assert self.proc is not None
         self.proc.send_signal(sig)
         rc = self.proc.wait(timeout=60)
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            self._record(line)
+        self._log_ended()
         return rc
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+        self._log_ended()
         if self.proc is not None and self.proc.stderr is not None:
             self.proc.stderr.close()
 
