@@ -69,8 +69,13 @@ def _stderr_silenced() -> Iterator[None]:
     (tens of KB) would land in the server's JSON log, and with nobody reading that pipe block the event loop
     there (seen: a test server that stopped answering). Used only around that parse, on the event loop's thread,
     which logs nothing meanwhile."""
-    sys.stderr.flush()
-    saved, null = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # no stderr to silence (closed by a daemonizer)
+        yield
+        return
+    null = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(null, 2)
         yield
