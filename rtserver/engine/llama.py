@@ -1386,9 +1386,17 @@ def _consecutive(ids: list[int]) -> bool:
 
 
 def _common_prefix(a: list[int], b: list[int]) -> int:
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
+    """How many tokens ``a`` and ``b`` share from the start. Compared by slices (in C), halving where they differ:
+    a prompt is mostly a sequence's tokens plus a few, and a new session's is checked against every session's
+    held KV for a shared persona (an 800-token card against 64 sessions took ~3.5 ms token by token)."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    same, differs = 0, n  # a[:same] == b[:same], a[:differs] != b[:differs]
+    while differs - same > 1:
+        mid = (same + differs) // 2
+        if a[same:mid] == b[same:mid]:
+            same = mid
+        else:
+            differs = mid
+    return same
