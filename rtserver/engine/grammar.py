@@ -42,7 +42,7 @@ def schema_to_grammar(schema: dict[str, Any]) -> str:
 def _convert(schema_json: str) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
-    schema = _with_shorthand_spelled_out(json.loads(schema_json))
+    schema = _with_patterns_for_json_text(json.loads(schema_json))
     return _json_strings(str(json_schema_to_gbnf(json.dumps(schema))))
 
 
@@ -51,35 +51,47 @@ _NOT_SCHEMAS = {"const", "enum", "default", "examples"}  # values, where a key n
 _NAMED_SCHEMAS = {"properties", "patternProperties", "$defs", "definitions"}  # name -> schema, whatever the name
 
 
-def _with_shorthand_spelled_out(schema: Any) -> Any:
-    """The schema with every ``pattern``'s ``\\d``, ``\\w`` and ``\\s`` (and ``\\D``, ``\\W``, ``\\S`` outside a class)
-    written as character classes: the converter copies them as they are, and llama.cpp refuses the grammar."""
+def _with_patterns_for_json_text(schema: Any) -> Any:
+    """The schema with every ``pattern`` rewritten for the converter, which makes a grammar of the JSON text
+    between the string's quotes out of the pattern as if it matched that text, not the string it decodes to:
+    ``\\d``, ``\\w`` and ``\\s`` (and ``\\D``, ``\\W``, ``\\S`` outside a class) become character classes (it copies
+    them as they are, and llama.cpp refuses the grammar), and a literal quote or backslash becomes its JSON escape
+    (copied as it is, a quote ended the string early and a backslash began an escape)."""
     if isinstance(schema, list):
-        return [_with_shorthand_spelled_out(v) for v in schema]
+        return [_with_patterns_for_json_text(v) for v in schema]
     if not isinstance(schema, dict):
         return schema
     out: dict[str, Any] = {}
     for key, value in schema.items():
         if key == "pattern" and isinstance(value, str):
-            out[key] = _spell_shorthand(value)
+            out[key] = _pattern_for_json_text(value)
         elif key in _NAMED_SCHEMAS and isinstance(value, dict):
-            out[key] = {name: _with_shorthand_spelled_out(v) for name, v in value.items()}
+            out[key] = {name: _with_patterns_for_json_text(v) for name, v in value.items()}
         elif key in _NOT_SCHEMAS:
             out[key] = value
         else:
-            out[key] = _with_shorthand_spelled_out(value)
+            out[key] = _with_patterns_for_json_text(value)
     return out
 
 
-def _spell_shorthand(pattern: str) -> str:
+_JSON_ESCAPED = {'"': '\\\\"', "\\": "\\\\\\\\"}  # a literal quote or backslash -> a pattern for its JSON escape
+
+
+def _pattern_for_json_text(pattern: str) -> str:
     out: list[str] = []
     in_class, i = False, 0
     while i < len(pattern):
         c = pattern[i]
+        if c == '"' and not in_class:
+            out.append(_JSON_ESCAPED[c])
+            i += 1
+            continue
         if c == "\\" and i + 1 < len(pattern):
             kind = pattern[i + 1]
             body = _SHORTHAND.get(kind.lower())
-            if body is None or (in_class and kind.isupper()):  # (a negated one inside a class has no spelling)
+            if kind in _JSON_ESCAPED and not in_class:
+                out.append(_JSON_ESCAPED[kind])
+            elif body is None or (in_class and kind.isupper()):  # (a negated one inside a class has no spelling)
                 out.append(pattern[i : i + 2])
             elif in_class:
                 out.append(body)

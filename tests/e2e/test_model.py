@@ -713,13 +713,14 @@ async def test_regenerating_a_structured_reply_keeps_its_schema(model_server):
     assert len({r.text for r in [first, *others]}) > 1  # alternatives, not the same reply again
 
 
-async def test_a_schema_patterns_shorthand_classes_constrain_the_reply(model_server):
-    """llama-cpp-python's converter copies a pattern's ``\\d``, ``\\w`` and ``\\s`` into the grammar as they are,
-    and llama.cpp refuses that grammar; spelled out as classes first, they hold the reply to the pattern."""
-    import json
+@pytest.mark.parametrize("pattern", [r"^\d{3}-\w{2}\s\S$", r'^[a-z]{2} "[a-z]{2}"$', r"^[a-z]\\[a-z]$"])
+async def test_a_schema_pattern_holds_the_string_the_reply_decodes_to(model_server, pattern):
+    """llama-cpp-python's converter makes a grammar of the JSON text between the string's quotes as if the pattern
+    matched that text: it copied ``\\d``, ``\\w`` and ``\\s`` as they are (a grammar llama.cpp refuses), a literal
+    quote (which ends the string early) and a literal backslash (which begins an escape). The reply parses, and
+    the string it decodes to matches the pattern."""
     import re
 
-    pattern = r"^\d{3}-\w{2}\s\S$"
     schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": pattern}}, "required": ["code"]}
     async with Client(model_server.url) as c:
         s = await c.open_session(persona=PERSONA, params={"temperature": 1.0, "max_tokens": 60})
