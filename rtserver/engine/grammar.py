@@ -23,8 +23,8 @@ MAX_GRAMMAR_BYTES = 32 * 1024  # a schema's grammar: an NPC's is ~2 KB; llama.cp
 
 def schema_to_grammar(schema: dict[str, Any]) -> str:
     """GBNF for replies matching ``schema``; ``ClientError(bad_field)`` if it cannot be converted, or converts to
-    more than ``MAX_GRAMMAR_BYTES`` (a maxLength of thousands spells out every repetition, and parsing such a
-    grammar blocks the event loop for tens of ms)."""
+    more than ``MAX_GRAMMAR_BYTES`` (a maxLength of thousands spells out every repetition, and the grammar is
+    parsed on the event loop before the turn starts)."""
     try:
         grammar = _convert(json.dumps(schema, sort_keys=True))
     except Exception as exc:  # the converter raises assorted errors for schemas it does not support

@@ -473,8 +473,8 @@ class LlamaEngine:
 
     def grammar_error(self, grammar: str) -> str | None:
         """Parse the grammar as the sampler will (llama.cpp only reads the model's vocabulary here, so this is safe
-        beside the worker thread). Remembered per grammar: a game sends the same schema turn after turn, and
-        parsing one takes ~0.5 ms of the event loop (an NPC schema with a 200-character line)."""
+        beside the worker thread). Remembered per grammar: a game sends the same schema turn after turn, and each
+        parse runs on the event loop."""
         if self.model is None:
             return "the model is not loaded yet"
         key = hashlib.blake2b(grammar.encode(), digest_size=16).digest()  # (a grammar may be as long as a frame)
@@ -1240,8 +1240,9 @@ class LlamaEngine:
         except Exception:  # a template that refuses this turn order: nothing to decode ahead
             return []
         at = rendered.find(_NEXT_LINE.encode())
-        # (all of the sequence's pieces, so that the next turn's prompt finds every one known: _tokenize)
-        held = q.text + b"".join(self.model.pieces(q.slot.tokens)[q.prompt_len :])
+        self.model.pieces(q.slot.tokens[q.reused : q.prompt_len])  # this prompt's new tokens' text, known before
+        # the next turn's prompt is matched against them (_tokenize); the reply's was looked up as it streamed
+        held = q.text + b"".join(self.model.pieces(q.slot.tokens[q.prompt_len :]))
         if at < 0 or not rendered[:at].startswith(held):
             return []
         ahead = self.model.tokenize_bytes(rendered[len(held) : at]) if at > len(held) else []
@@ -1388,7 +1389,7 @@ def _consecutive(ids: list[int]) -> bool:
 def _common_prefix(a: list[int], b: list[int]) -> int:
     """How many tokens ``a`` and ``b`` share from the start. Compared by slices (in C), halving where they differ:
     a prompt is mostly a sequence's tokens plus a few, and a new session's is checked against every session's
-    held KV for a shared persona (an 800-token card against 64 sessions took ~3.5 ms token by token)."""
+    held KV for a shared persona (bench.first_delta at 64 card-persona sessions, docs/benchmarks.md)."""
     n = min(len(a), len(b))
     if a[:n] == b[:n]:
         return n
