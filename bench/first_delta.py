@@ -3,11 +3,14 @@ whose engine and session code are wrapped with timers (this module started as th
 
 Per turn, from the line reaching the session (start_turn) to its first delta written to the socket: the way to the
 engine, the engine's part (and in it: waiting for a step under way, taking a sequence — evicting, restoring —,
-preparing the prompt, decoding, sampling) and the way back. Beside each engine phase's time, the CPU time its
-thread spent in it (``cpu_per_call_p50``: equal to ``per_call_p50`` where the phase never waits for the other
-thread or the core), and the event loop's CPU time on the way to the engine. The timers cost a few microseconds
-per call; the figures are for comparing one build with another on the same machine, not with the other
-benchmarks.
+preparing the prompt, decoding, sampling) and the way back; and ``first_step``, the one llama.cpp step whose logits
+gave the first token (the turn's new prompt tokens, in a step of their own where other turns are generating: a floor
+under any server's first delta for the same text on this core, since none can answer before its model has read the
+line). Beside each engine phase's time, the CPU time its thread spent in it (``cpu_per_call_p50``: equal to
+``per_call_p50`` where the phase never waits for the other thread or the core), and the event loop's CPU time on the
+way to the engine. The timers cost a few microseconds per call; the figures are for comparing one build with another
+on the same machine, not with the other benchmarks (``first_step`` is the exception: one timer around one call, set
+beside the first deltas of a bench.compare run in the same sitting).
 
     python -m bench.first_delta --model rtserver/models/rtserver-tiny-q4_0.gguf --sessions 16
 """
@@ -109,11 +112,12 @@ def breakdown(spans: list[list[Any]], turns: list[dict[str, float]], cpu: dict[s
     Per call, each phase's time and its thread's CPU time (medians)."""
     spans.sort()
     starts = [s[0] for s in spans]
-    per: dict[str, list[float]] = {p: [] for p in (*PHASES, "waiting")}
+    per: dict[str, list[float]] = {p: [] for p in (*PHASES, "waiting", "first_step")}
     for t in turns:
         lo, hi = t["submit"], t["token"]
         acc = dict.fromkeys(PHASES, 0.0)
         first = None
+        last_decode = 0.0  # the step whose logits gave the first token: the turn's prompt, decoded
         for t0, t1, name in spans[bisect.bisect_left(starts, lo - 1.0) :]:
             if t0 > hi:
                 break
@@ -121,9 +125,12 @@ def breakdown(spans: list[list[Any]], turns: list[dict[str, float]], cpu: dict[s
                 acc[name] += overlap
             if first is None and t0 >= lo and name == "_slot":
                 first = t0
+            if name == "decode" and t0 >= lo and t1 <= hi:
+                last_decode = t1 - t0
         for name, v in acc.items():
             per[name].append(v * 1000)
         per["waiting"].append(((first or lo) - lo) * 1000)  # a step under way, or the worker waking
+        per["first_step"].append(last_decode * 1000)
     out: dict[str, Any] = {
         name: {"p50": _ms(median(v)), "mean": _ms(sum(v) / len(v) if v else None)} for name, v in per.items()
     }
