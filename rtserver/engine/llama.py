@@ -477,11 +477,12 @@ class LlamaEngine:
         parse runs on the event loop."""
         if self.model is None:
             return "the model is not loaded yet"
-        key = hashlib.blake2b(grammar.encode(), digest_size=16).digest()  # (a grammar may be as long as a frame)
+        data = grammar.encode()
+        key = hashlib.blake2b(data, digest_size=16).digest()  # (a grammar may be as long as a frame)
         if key in self._grammars:
             return self._grammars[key]
         with _stderr_silenced():  # llama.cpp prints a grammar it refuses, all of it, to stderr
-            sampler = C.llama_sampler_init_grammar(self.model.vocab, grammar.encode(), b"root")
+            sampler = C.llama_sampler_init_grammar(self.model.vocab, data, b"root")
         why = None
         if not sampler:
             why = "llama.cpp could not parse it as GBNF with a rule named root (see llama.cpp's grammars/README.md)"
