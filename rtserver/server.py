@@ -74,11 +74,11 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
 
 
 class Server:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, engines: dict[str, Engine] | None = None) -> None:
         self.settings = settings
         self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = Metrics()
-        self.engines = make_engines(settings)
+        self.engines = engines if engines is not None else make_engines(settings)  # given: in-process tests
         self.metrics.watch_engines(lambda: {name: e.stats() for name, e in self.engines.items()})
         self.store = LocalStore(Path(settings.data_dir), self.node_id, settings.frame_log, fsync=settings.fsync)
         self.manager = SessionManager(
