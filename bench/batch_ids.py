@@ -20,7 +20,7 @@ from pathlib import Path
 
 import llama_cpp as C
 
-from rtserver.engine.llama import _init_backend
+from rtserver.engine.model import init_backend
 
 from .common import write_json
 
@@ -29,7 +29,7 @@ SEQS, N_CTX, HISTORY = 16, 512, 200
 
 class Context:
     def __init__(self, model: Path, threads: int) -> None:
-        _init_backend()
+        init_backend()
         self.model = C.llama_model_load_from_file(str(model).encode(), C.llama_model_default_params())
         if not self.model:
             sys.exit(f"llama.cpp could not load {model}")
@@ -71,7 +71,7 @@ class Context:
         return statistics.median(times)
 
     def move_ms(self, steps: int) -> tuple[float, int]:
-        """What moving one sequence's KV costs the engine (rtserver/engine/llama.py ``_swap``): its per-sequence
+        """What moving one sequence's KV costs the engine (rtserver/engine/kv.py ``KV._swap``): its per-sequence
         state read from sequence 0 and written into sequence 15 (whose own KV is put back after). Median ms, and
         the state's bytes."""
 

@@ -116,6 +116,7 @@ def conversation_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--persona-file", default="", help="a longer persona, e.g. bench/personas/bram-card.txt")
     p.add_argument("--cap", type=float, default=240.0, help="seconds after which no new turn starts")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--replies", action="store_true", help="keep every session's replies in the results")
     p.add_argument("--server-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
 
@@ -127,6 +128,8 @@ def converse(url: str, target: str, n: int, a: argparse.Namespace) -> dict[str, 
     if a.persona_file:
         base += ["--persona-file", a.persona_file]
     conv = [*base, "--sessions", str(n), "--turns", str(a.turns), "--think", str(a.think), "--pace", a.pace]
+    if a.replies:
+        conv.append("--replies")
     return run_json([*conv, "--cap", str(a.cap), "--seed", str(a.seed)], a.client_cpus)
 
 

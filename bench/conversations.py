@@ -73,6 +73,7 @@ class Stats:
     turns_done: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     first_session: list[str] = field(default_factory=list)  # the first session's replies: do servers agree?
+    replies: dict[int, list[str]] = field(default_factory=dict)  # every session's replies (--replies)
 
     def error(self, key: str) -> None:
         self.errors[key] = self.errors.get(key, 0) + 1
@@ -232,7 +233,13 @@ class OpenAITarget:
 
 
 async def session(
-    target: RtTarget | OpenAITarget, script: Script, stats: Stats, t0: float, deadline: float, record: bool
+    target: RtTarget | OpenAITarget,
+    script: Script,
+    stats: Stats,
+    t0: float,
+    deadline: float,
+    record: bool,
+    replies: list[str] | None = None,
 ) -> None:
     await asyncio.sleep(max(0.0, t0 + script.start - time.monotonic()))
     try:
@@ -269,6 +276,8 @@ async def session(
             stats.turns_done += 1
             if record:
                 stats.first_session.append("".join(text))
+            if replies is not None:
+                replies.append("".join(text))
             if deltas:
                 stats.turn.append((last - sent) * 1000)
                 stats.last_delta = max(stats.last_delta, last)
@@ -287,7 +296,11 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
     deadline = t0 + a.cap if a.cap else float("inf")
     cls = RtTarget if a.target == "rtserver" else OpenAITarget
     plans = scripts(a.sessions, a.turns, a.think, a.seed, steady=a.pace == "steady")
-    await asyncio.gather(*(session(cls(a.url, a), s, stats, t0, deadline, i == 0) for i, s in enumerate(plans)))
+    if a.replies:
+        stats.replies = {i: [] for i in range(len(plans))}
+    await asyncio.gather(
+        *(session(cls(a.url, a), s, stats, t0, deadline, i == 0, stats.replies.get(i)) for i, s in enumerate(plans))
+    )
     elapsed = time.monotonic() - t0
     every = [x for v in stats.ttft_by_turn.values() for x in v]
     warm = [x for i, v in stats.ttft_by_turn.items() if i > 0 for x in v]
@@ -309,6 +322,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
         "turn_ms": summary(stats.turn),
         "errors": stats.errors,
         "first_session_replies": stats.first_session,
+        **({"replies": stats.replies} if a.replies else {}),
     }
 
 
@@ -328,6 +342,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--persona-file", help="read the persona from this file instead (e.g. bench/personas/bram-card.txt)")
     p.add_argument("--cap", type=float, default=0.0, help="no new turn starts after this many seconds (0: none)")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--replies", action="store_true", help="report every session's replies (equivalence checks)")
     return p
 
 

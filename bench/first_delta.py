@@ -41,6 +41,24 @@ def serve(argv: list[str]) -> None:
     from rtserver.cli import main
     from rtserver.engine import llama as L
     from rtserver.engine.base import Token
+    from rtserver.engine.kv import KV
+    from rtserver.engine.outbox import Job
+    from rtserver.engine.planner import Planner
+    from rtserver.engine.scheduler import Scheduler
+    from rtserver.engine.step import Stepper
+
+    # Each phase's name (as the results have them) -> the method that does it.
+    where: dict[str, tuple[Any, str]] = {
+        "_slot": (KV, "take"),
+        "_evict": (KV, "evict"),
+        "_save": (KV, "save"),
+        "_restore": (KV, "put_in"),
+        "_start": (Scheduler, "start"),
+        "_prompt": (Planner, "prompt"),
+        "_tokenize": (Planner, "tokenize"),
+        "_compact": (KV, "compact"),
+        "_sample": (Stepper, "_sample"),
+    }
 
     clock = time.perf_counter
     spans: list[tuple[float, float, str]] = []  # engine phases (the worker thread)
@@ -64,13 +82,14 @@ def serve(argv: list[str]) -> None:
             import llama_cpp
 
             setattr(llama_cpp, "llama_decode", timed("decode", llama_cpp.llama_decode))  # noqa: B010 (untyped)
-        elif hasattr(L.LlamaEngine, name):  # (an older engine may lack some)
-            setattr(L.LlamaEngine, name, timed(name, getattr(L.LlamaEngine, name)))
+        else:
+            cls, method = where[name]
+            setattr(cls, method, timed(name, getattr(cls, method)))
 
     start_turn, generate, emit, session_emit = (
         S.SessionManager.start_turn,
         L.LlamaEngine.generate,
-        L._Job.emit,
+        Job.emit,
         S.Session.emit,
     )
 
@@ -97,7 +116,7 @@ def serve(argv: list[str]) -> None:
 
     S.SessionManager.start_turn = on_start  # type: ignore[method-assign]
     L.LlamaEngine.generate = on_generate  # type: ignore[method-assign]
-    L._Job.emit = on_emit  # type: ignore[method-assign]
+    Job.emit = on_emit  # type: ignore[method-assign]
     S.Session.emit = on_session_emit  # type: ignore[method-assign]
 
     def dump() -> None:

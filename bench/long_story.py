@@ -23,9 +23,11 @@ PERSONA = "You are Bram, a gruff blacksmith in the village of Eastmere."
 
 async def story(a: argparse.Namespace) -> list[dict[str, float]]:
     from rtserver.engine.base import Finish, Message, Request, Token
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(Path(a.model), n_ctx=a.ctx, slots=1, n_threads=1, cache_types=(a.cache_type_k, "f16"))
+    engine = LlamaEngine(
+        Path(a.model), EngineConfig(n_ctx=a.ctx, slots=1, n_threads=1, cache_types=(a.cache_type_k, "f16"))
+    )
     await engine.start()
     messages = [Message("system", PERSONA)]
     turns: list[dict[str, float]] = []

@@ -33,14 +33,16 @@ def main() -> None:
     a = p.parse_args()
     import llama_cpp as C
 
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     history = a.history
     n_ctx = max(512, history + 2 * PROMPT)
     kinds = (a.cache_type_k, "f16")
-    engine = LlamaEngine(Path(a.model), slots=SEQS, n_threads=1, n_ctx=n_ctx, decode_ahead=False, cache_types=kinds)
-    engine._load()
-    b, mem = engine._batch, engine._mem
+    config = EngineConfig(slots=SEQS, n_threads=1, n_ctx=n_ctx, decode_ahead=False, cache_types=kinds)
+    engine = LlamaEngine(Path(a.model), config)
+    engine.load()
+    assert engine.context is not None
+    b, mem, ctx = engine.context.batch, engine.context.mem, engine.context.ptr
 
     def put(n: int, tok: int, pos: int, seq: int, logits: bool) -> int:
         b.token[n], b.pos[n], b.n_seq_id[n], b.logits[n] = tok, pos, 1, logits
@@ -48,12 +50,12 @@ def main() -> None:
         return n + 1
 
     for seq in range(SEQS):
-        for first in range(0, history, engine.n_batch):
+        for first in range(0, history, config.n_batch):
             n = 0
-            for i in range(first, min(history, first + engine.n_batch)):
+            for i in range(first, min(history, first + config.n_batch)):
                 n = put(n, 5 + (i * 7 + seq) % 50, i, seq, False)
             b.n_tokens = n
-            C.llama_decode(engine.ctx, b)
+            C.llama_decode(ctx, b)
 
     def step(prompt: int, k: int) -> float:
         n = 0
@@ -66,7 +68,7 @@ def main() -> None:
                 n = put(n, 10 + i, history + i, SEQS - 1, i == prompt - 1)
         b.n_tokens = n
         t0 = time.perf_counter()
-        C.llama_decode(engine.ctx, b)
+        C.llama_decode(ctx, b)
         return (time.perf_counter() - t0) * 1000
 
     rows: list[dict[str, Any]] = []

@@ -49,26 +49,28 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
             )
             for name in settings.model_paths()
         }
-    from .engine.llama import LlamaEngine
+    from .engine.llama import EngineConfig, LlamaEngine
 
-    return {
-        name: LlamaEngine(
-            path,
+    def config(name: str) -> EngineConfig:
+        return EngineConfig(
+            name=name,
             n_ctx=settings.n_ctx,
             slots=settings.slots,
             n_threads=settings.threads or None,
+            n_batch=max(256, settings.prefill_chunk + settings.slots),
+            prefill_chunk=settings.prefill_chunk,
+            host_budget_mb=settings.kv_host_mb,
             flash_attn=settings.flash_attn,
             cache_types=(settings.cache_type_k, settings.cache_type_v),
-            host_budget_mb=settings.kv_host_mb,
-            prefill_chunk=settings.prefill_chunk,
             decode_ahead=settings.decode_ahead,
             save_ahead=settings.save_ahead,
             restore_ahead=settings.restore_ahead,
             prefill_first=settings.prefill_first,
             time_slice=settings.time_slice,
-            n_batch=max(256, settings.prefill_chunk + settings.slots),
-            name=name,
         )
+
+    return {
+        name: LlamaEngine(path, config(name))
         for name, path in settings.model_paths().items()
     }
 

@@ -92,9 +92,9 @@ async def replies(
 ) -> tuple[float, float, list[str]]:
     """(fraction well-formed, generated tokens/s, the bad replies) through rtserver's own engine."""
     from rtserver.engine.base import Finish, Message, Request, Token
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(model, n_ctx=2048, slots=1, cache_types=(cache_type_k, "f16"))
+    engine = LlamaEngine(model, EngineConfig(n_ctx=2048, slots=1, cache_types=(cache_type_k, "f16")))
     await engine.start()
     good, bad, tokens, seconds = 0, [], 0, 0.0
     try:

@@ -75,9 +75,9 @@ async def test_same_seed_same_reply_across_sessions(model_server):
 
 async def test_cancel_stops_the_real_engine_within_a_step(bundled_model):
     from rtserver.engine.base import Finish, Message, Request, Token
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=2)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=2))
     await engine.start()
     try:
         req = Request(
@@ -94,7 +94,7 @@ async def test_cancel_stops_the_real_engine_within_a_step(bundled_model):
         assert finish.completion_tokens <= seen + 2
         assert engine.stats()["generated_tokens"] == finish.completion_tokens
         # The KV keeps only what was delivered; the next turn reuses it rather than the discarded tail.
-        slot = engine._slots["s"]
+        slot = engine.kv.slots["s"]
         assert len(slot.tokens) <= finish.prompt_tokens + seen
     finally:
         await engine.close()
@@ -132,9 +132,9 @@ async def test_concurrent_sessions_are_independent(model_server):
 
 async def test_cancelling_a_queued_turn_ends_it_without_running_it(bundled_model):
     from rtserver.engine.base import Finish, Message, Request
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1))
     await engine.start()
     try:
         msgs = [Message("system", PERSONA), Message("user", "Tell me a story.")]
@@ -157,9 +157,9 @@ async def test_waiting_turns_start_highest_priority_first(bundled_model):
     """One sequence, held by a turn that cannot end; a priority-5 turn submitted after a priority-0 one gets the
     sequence first when it frees."""
     from rtserver.engine.base import Message, Request, Token
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1))
     await engine.start()
     try:
         msgs = [Message("system", PERSONA), Message("user", "Tell me a story.")]
@@ -210,12 +210,12 @@ async def test_a_waiting_turn_takes_a_running_turns_place_after_its_slice(bundle
     ends; the first, parked in host memory meanwhile, resumes where it was. Both replies are those each turn gets
     alone. Off, or with no host memory to park KV in, the second waits for the first to end."""
     from rtserver.engine.base import Message, Request
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     def request(key: str, line: str) -> Request:
         return Request(key, [Message("system", PERSONA), Message("user", line)], temperature=0, max_tokens=40)
 
-    reference = LlamaEngine(bundled_model, n_ctx=1024, slots=1, time_slice=0, host_budget_mb=host_mb)
+    reference = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1, time_slice=0, host_budget_mb=host_mb))
     await reference.start()
     try:
         alone = [await collect(reference.generate(request(k, line)), k, []) for k, line in LINES_AB]
@@ -223,7 +223,9 @@ async def test_a_waiting_turn_takes_a_running_turns_place_after_its_slice(bundle
     finally:
         await reference.close()
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, time_slice=time_slice, host_budget_mb=host_mb)
+    engine = LlamaEngine(
+        bundled_model, EngineConfig(n_ctx=1024, slots=1, time_slice=time_slice, host_budget_mb=host_mb)
+    )
     await engine.start()
     try:
         log: list[tuple[str, str]] = []
@@ -241,7 +243,7 @@ async def test_a_waiting_turn_takes_a_running_turns_place_after_its_slice(bundle
     b_started, a_ended = log.index(("b", "token")), log.index(("a", "finish"))
     assert (b_started < a_ended) is sliced
     assert (stats["preemptions"] > 0) is sliced
-    assert stats["parked_turns"] == 0 and not engine._parked
+    assert stats["parked_turns"] == 0 and not engine.kv.parked
     assert stats["prefilled_tokens"] == prefilled  # a parked turn's KV came back as it was, never recomputed
 
 
@@ -254,12 +256,12 @@ async def test_a_new_turns_prompt_is_decoded_before_the_others_next_tokens(bundl
     token in the step after; otherwise the two share a step. The replies are the same either way, and the same
     as each turn's alone."""
     from rtserver.engine.base import Message, Request
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     def request(key: str, line: str) -> Request:
         return Request(key, [Message("system", PERSONA), Message("user", line)], temperature=0, max_tokens=40)
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=2, prefill_first=prefill_first)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=2, prefill_first=prefill_first))
     await engine.start()
     try:
         alone = [await collect(engine.generate(request(k, line)), k, []) for k, line in LINES_AB]
@@ -283,9 +285,9 @@ async def test_a_parked_turn_that_is_cancelled_ends_at_once(bundled_model):
     """A turn parked for a higher-priority one (which it may not take the sequence back from) is cancelled: it
     ends while the other still runs, and its session's next turn still reuses the KV parked for it."""
     from rtserver.engine.base import Message, Request
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, time_slice=2)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1, time_slice=2))
     await engine.start()
     try:
         msgs = [Message("system", PERSONA), Message("user", "Tell me a story.")]
@@ -300,7 +302,7 @@ async def test_a_parked_turn_that_is_cancelled_ends_at_once(bundled_model):
         a.cancel.set()
         rest, finish_a = await collect(events_a, "a", [])
         assert finish_a.reason == "cancelled" and finish_a.completion_tokens >= 3
-        assert not engine._parked and "a" in engine._host  # its KV stays saved, as an idle session's
+        assert not engine.kv.parked and "a" in engine.kv.host  # its KV stays saved, as an idle session's
         b.cancel.set()
         await collect(events_b, "b", [])
         assert engine.stats()["preemptions"] == 1
@@ -353,23 +355,23 @@ async def test_generating_sequences_are_moved_onto_consecutive_ids(bundled_model
     """llama.cpp decodes a split KV's batch in one pass only over consecutive sequence ids: two sessions whose KV
     sits on ids 3 and 0 are moved next to each other before they decode together, and every session (the moved
     ones, and the idle one whose KV was swapped out of the way) continues exactly as if nothing had moved."""
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     warm = [(k, "Hello!") for k in "abcd"]  # four sessions on four sequences: a on id 3 ... d on id 0
     later = [("a", "What do you sell?"), ("d", "Any news?"), ("c", "Tell me a story.")]
-    reference = LlamaEngine(bundled_model, n_ctx=1024, slots=4, host_budget_mb=0)
+    reference = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=4, host_budget_mb=0))
     await reference.start()
     try:
         expected = await run_turns(reference, warm + later)
     finally:
         await reference.close()
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=4, host_budget_mb=0)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=4, host_budget_mb=0))
     await engine.start()
     try:
         history: dict[str, list] = {}
         got = await run_turns(engine, warm, history)
-        ids = {key: slot.seq for key, slot in engine._slots.items()}
+        ids = {key: slot.seq for key, slot in engine.kv.slots.items()}
         assert abs(ids["a"] - ids["d"]) > 1  # not neighbours: decoded together they would take two passes
         before = engine.stats()
         got += await asyncio.gather(*(run_turn(engine, history, k, line) for k, line in later[:2]))
@@ -388,19 +390,19 @@ async def test_generating_sequences_are_moved_onto_consecutive_ids(bundled_model
 async def test_a_session_coming_back_is_placed_next_to_the_running_ones(bundled_model):
     """A session whose KV is not in the context takes the sequence beside the running ones (evicting the idle
     session there rather than the least recently used one elsewhere), so no KV has to move."""
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     warm = [(k, "Hello!") for k in "dcba"]  # d on id 3 ... a on id 0; d is the least recently used
     later = [("a", "What do you sell?"), ("e", "Any news?")]
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=4, host_budget_mb=64)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=4, host_budget_mb=64))
     await engine.start()
     try:
         history: dict[str, list] = {}
         await run_turns(engine, warm, history)
-        assert {k: s.seq for k, s in engine._slots.items()} == {"d": 3, "c": 2, "b": 1, "a": 0}
+        assert {k: s.seq for k, s in engine.kv.slots.items()} == {"d": 3, "c": 2, "b": 1, "a": 0}
         await asyncio.gather(*(run_turn(engine, history, k, line) for k, line in later))
         stats = engine.stats()
-        placed = {k: s.seq for k, s in engine._slots.items()}
+        placed = {k: s.seq for k, s in engine.kv.slots.items()}
     finally:
         await engine.close()
     assert stats["peak_batch_sequences"] == 2  # a and e ran together
@@ -411,12 +413,12 @@ async def test_a_session_coming_back_is_placed_next_to_the_running_ones(bundled_
 async def test_a_next_turns_opening_is_decoded_before_its_line_comes(bundled_model):
     """When a reply ends, the chat template's tokens that open the next user message are decoded at once, so the
     next turn prefills only its line and what follows it; the replies are those of an engine that waits."""
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     plan = [("a", "Hello!"), ("a", "What do you sell?"), ("a", "Any news?")]
     results = {}
     for ahead in (False, True):
-        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=2, decode_ahead=ahead)
+        engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=2, decode_ahead=ahead))
         await engine.start()
         try:
             results[ahead] = (await run_turns(engine, plan), engine.stats())
@@ -432,12 +434,14 @@ async def test_a_next_turns_opening_is_decoded_before_its_line_comes(bundled_mod
 
 
 async def test_evicted_kv_is_restored_not_recomputed(bundled_model):
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     plan = [("a", "Hello!"), ("b", "Any news?"), ("a", "What do you sell?"), ("b", "Tell me a story.")]
     results = {}
     for slots, host_mb in ((2, 0), (1, 64), (1, 0)):  # never evicted / evicted and restored / evicted, dropped
-        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=slots, host_budget_mb=host_mb, restore_ahead=False)
+        engine = LlamaEngine(
+            bundled_model, EngineConfig(n_ctx=1024, slots=slots, host_budget_mb=host_mb, restore_ahead=False)
+        )
         await engine.start()
         try:
             results[(slots, host_mb)] = (await run_turns(engine, plan), engine.stats())
@@ -461,12 +465,12 @@ async def test_an_idle_engine_saves_the_kv_it_will_evict_next_ahead_of_time(bund
     """With every sequence taken and nothing to do, the engine copies the idle sessions' KV to host memory; the
     eviction that makes way for another session's turn keeps that copy instead of saving the KV then, and the
     evicted session's next turn continues exactly as it does without copies."""
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     plan = [("a", "Hello!"), ("b", "Any news?"), ("a", "What do you sell?"), ("b", "Tell me a story.")]
     results = {}
     for ahead in (False, True):
-        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, save_ahead=ahead, restore_ahead=False)
+        engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1, save_ahead=ahead, restore_ahead=False))
         await engine.start()
         try:
             history: dict = {}
@@ -489,30 +493,24 @@ class PlayerClock:
     """The engine's clock, moved by the test: each line comes at the time the plan says (sessions with a pace)."""
 
     def __init__(self) -> None:
-        import time
+        self.now = 0.0
 
-        self.now, self._time = 0.0, time
-
-    def perf_counter(self) -> float:
+    def __call__(self) -> float:
         return self.now
 
-    def __getattr__(self, name: str):
-        return getattr(self._time, name)
 
-
-async def test_an_idle_engine_puts_back_the_kv_of_the_session_due_next(bundled_model, monkeypatch):
+async def test_an_idle_engine_puts_back_the_kv_of_the_session_due_next(bundled_model):
     """Two sessions take turns on one sequence, each every 10 s. Once both have a pace, the idle engine brings
     back the one due next in place of the one that just spoke, so that its line finds its KV in the context; the
     replies and the tokens reused are the same as without. A session a whole pace overdue is not brought back."""
-    from rtserver.engine import llama as L
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     clock = PlayerClock()
-    monkeypatch.setattr(L, "time", clock)
     plan = [(0, "a", "Hello!"), (5, "b", "Any news?"), (10, "a", "What do you sell?"), (15, "b", "Bye.")]
     plan += [(20, "a", "Tell me a story."), (45, "b", "Hello!"), (60, "a", "Any news?")]
     results = {}
     for ahead in (False, True):
-        engine = L.LlamaEngine(bundled_model, n_ctx=1024, slots=1, restore_ahead=ahead)
+        engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1, restore_ahead=ahead), clock=clock)
         await engine.start()
         try:
             history: dict = {}
@@ -543,33 +541,33 @@ async def test_an_engine_forgets_the_pace_of_sessions_it_no_longer_holds(bundled
     """What restore ahead keeps per session (when its last turn ended, its pace) is bounded by the sessions whose
     KV the engine holds, however many come and go."""
     from rtserver.engine.base import Message, Request
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=512, slots=1, host_budget_mb=0)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=512, slots=1, host_budget_mb=0))
     await engine.start()
     try:
         for i in range(100):
             request = Request(f"s{i}", [Message("user", "Hello!")], temperature=0, max_tokens=2)
             assert [e async for e in engine.generate(request)]
-        assert len(engine._ended_at) <= 4 * 1 + 64 + 1 and len(engine._pace) <= 4 * 1 + 64 + 1
+        assert len(engine.notes.ended_at) <= 4 * 1 + 64 + 1 and len(engine.notes.pace) <= 4 * 1 + 64 + 1
     finally:
         await engine.close()
 
 
 async def test_host_kv_stays_within_its_budget(bundled_model):
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1, host_budget_mb=1, restore_ahead=False)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1, host_budget_mb=1, restore_ahead=False))
     await engine.start()
     try:
         await run_turns(engine, [("a", "Hello!")])
         one_session = state_size(engine)
-        engine.host_budget = int(one_session * 2.5)  # room for two evicted sessions, not three
+        engine.kv.budget = int(one_session * 2.5)  # room for two evicted sessions, not three
         await run_turns(engine, [(k, "Hello!") for k in "bcd"])  # evicts a, b, c
         stats = engine.stats()
         assert stats["kv_saved"] == 3 and stats["kv_dropped"] == 1
-        assert engine._host_bytes + engine._copies_bytes <= engine.host_budget
-        assert list(engine._host) == ["b", "c"]  # the oldest went first
+        assert engine.kv.host_bytes + engine.kv.copies_bytes <= engine.kv.budget
+        assert list(engine.kv.host) == ["b", "c"]  # the oldest went first
     finally:
         await engine.close()
 
@@ -577,8 +575,8 @@ async def test_host_kv_stays_within_its_budget(bundled_model):
 def state_size(engine) -> int:
     import llama_cpp
 
-    slot = next(iter(engine._slots.values()))
-    return int(llama_cpp.llama_state_seq_get_size(engine.ctx, slot.seq))
+    slot = next(iter(engine.kv.slots.values()))
+    return int(llama_cpp.llama_state_seq_get_size(engine.context.ptr, slot.seq))
 
 
 NPC_SCHEMA = {
@@ -622,17 +620,17 @@ def test_a_grammar_rules_out_control_tokens_it_would_read_as_text(bundled_model)
     import llama_cpp as C
 
     from rtserver.engine.base import Message, Request
-    from rtserver.engine.llama import LlamaEngine, Model
+    from rtserver.engine.model import Model
+    from rtserver.engine.step import sampler
 
-    engine = LlamaEngine(bundled_model, slots=1)
-    engine.model = model = Model(bundled_model)
+    model = Model(bundled_model)
     try:
         start, end = model.tokenize("<|im_start|>")[0], model.tokenize("<|im_end|>")[0]
         some_text = model.tokenize(" hello")[0]
 
         def pick(grammar: str | None, favourite: int) -> int:
             request = Request("k", [Message("user", "hi")], temperature=0, grammar=grammar)
-            chain = engine._sampler(request)
+            chain = sampler(model, request)
             data = (C.llama_token_data * model.n_vocab)(*((t, 0.0, 0.0) for t in range(model.n_vocab)))
             data[favourite].logit, data[some_text].logit = 50.0, 10.0
             cur = C.llama_token_data_array(data, model.n_vocab, -1, False)
@@ -671,17 +669,17 @@ def test_a_schema_pattern_never_lets_a_string_end_early_or_hold_a_control_charac
 
     from rtserver.engine.base import Message, Request
     from rtserver.engine.grammar import schema_to_grammar
-    from rtserver.engine.llama import LlamaEngine, Model
+    from rtserver.engine.model import Model
+    from rtserver.engine.step import sampler
 
     schema = {"type": "object", "properties": {"code": {"type": "string", "pattern": pattern}}, "required": ["code"]}
-    engine = LlamaEngine(bundled_model, slots=1)
-    engine.model = model = Model(bundled_model)
+    model = Model(bundled_model)
     try:
         ordinary = model.tokenize("x")[0]
 
         def pick(favourite: int) -> int:
             request = Request("k", [Message("user", "hi")], temperature=0, grammar=schema_to_grammar(schema))
-            chain = engine._sampler(request)
+            chain = sampler(model, request)
             try:
                 for tok in model.tokenize(text):  # the reply so far: the grammar follows it
                     C.llama_sampler_accept(chain, tok)
@@ -803,9 +801,9 @@ STORY = [
 async def test_context_shift_lets_a_story_run_past_ten_contexts(bundled_model, keys):
     """With q8_0 keys on the bundled model's 32-dimension heads llama.cpp cannot shift the context (it would
     crash): the story still goes on, cut to half the context whenever it fills up and prefilled again then."""
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=256, slots=1, cache_types=(keys, "f16"))
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=256, slots=1, cache_types=(keys, "f16")))
     await engine.start()
     try:
         results = await run_turns(engine, [("s", STORY[i % len(STORY)]) for i in range(80)])
@@ -832,9 +830,9 @@ async def test_a_long_storys_prompt_costs_what_the_context_holds_not_the_story(b
     turns it keeps: the text tokenized for a turn stays a few contexts' worth however long the story grows
     (leaving out one more of the oldest turns at a time, each try tokenized all the rest: at turn 150 of this
     story, hundreds of thousands of tokens a turn). The story's turns still end cleanly."""
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=256, slots=1, cache_types=(keys, "f16"))
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=256, slots=1, cache_types=(keys, "f16")))
     await engine.start()
     tokenized: list[int] = []
     results = []
@@ -870,15 +868,16 @@ async def test_a_prompt_that_fits_is_rendered_and_tokenized_once(bundled_model):
 
     import llama_cpp
 
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1))
     await engine.start()
     renders: list[int] = []
     pieces: list[int] = []
     try:
         assert engine.model is not None
-        template, prompt = engine.model.template, engine._prompt
+        assert engine.planner is not None
+        template, prompt = engine.model.template, engine.planner.prompt
         render, to_piece = template.render, llama_cpp.llama_token_to_piece
         inside = False
 
@@ -901,7 +900,7 @@ async def test_a_prompt_that_fits_is_rendered_and_tokenized_once(bundled_model):
         history: dict = {}
         with (
             mock.patch.object(template, "render", counted_render),
-            mock.patch.object(engine, "_prompt", counted_prompt),
+            mock.patch.object(engine.planner, "prompt", counted_prompt),
             mock.patch.object(llama_cpp, "llama_token_to_piece", counted_piece),
         ):
             for line in ["Hello!", "What do you sell?", "Any news?", "Tell me a story.", "Goodbye."]:
@@ -922,10 +921,10 @@ async def test_a_shared_persona_is_prefilled_once_and_copied(bundled_model, slot
     import os
 
     from rtserver.engine.base import Message
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     plan = [("a", "Hello!"), ("b", "Any news?"), ("c", "Tell me a story.")]
-    shared = LlamaEngine(bundled_model, n_ctx=1024, slots=slots)
+    shared = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=slots))
     await shared.start()
     try:
         together = await run_turns(shared, plan)
@@ -938,7 +937,7 @@ async def test_a_shared_persona_is_prefilled_once_and_copied(bundled_model, slot
         await shared.close()
     alone = []
     for key, line in plan:  # each session on an engine of its own: nothing to copy from
-        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+        engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1))
         await engine.start()
         try:
             alone += await run_turns(engine, [(key, line)])
@@ -959,7 +958,7 @@ async def test_sessions_opening_at_once_prefill_their_shared_persona_once(bundle
     import os
 
     from rtserver.engine.base import Message, Request
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     persona = (
         f"{PERSONA} She grows sage, mint and nettle behind her cottage by the old bridge, sells salves for burns and "
@@ -973,7 +972,7 @@ async def test_sessions_opening_at_once_prefill_their_shared_persona_once(bundle
         return Request(key, [Message("system", persona), Message("user", line)], temperature=0, max_tokens=40)
 
     requests = [request(k, line) for k, line in plan]
-    engine = LlamaEngine(bundled_model, n_ctx=1024, slots=4, prefill_chunk=16)
+    engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=4, prefill_chunk=16))
     await engine.start()
     try:
         log: list[tuple[str, str]] = []
@@ -986,7 +985,7 @@ async def test_sessions_opening_at_once_prefill_their_shared_persona_once(bundle
         await engine.close()
     alone = []
     for key, line in plan:
-        engine = LlamaEngine(bundled_model, n_ctx=1024, slots=1)
+        engine = LlamaEngine(bundled_model, EngineConfig(n_ctx=1024, slots=1))
         await engine.start()
         try:
             alone.append(await collect(engine.generate(request(key, line)), key, []))
@@ -1004,7 +1003,7 @@ async def test_sessions_opening_at_once_prefill_their_shared_persona_once(bundle
 async def test_kv_is_reused_by_text_when_samples_do_not_retokenize(tmp_path, bundled_model):
     """A random-weight model samples token sequences that re-tokenize differently; the engine still reuses the
     whole history it holds, because it matches the cached tokens against the prompt's text."""
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
     from training.random_gguf import write
 
     model = write(
@@ -1019,7 +1018,7 @@ async def test_kv_is_reused_by_text_when_samples_do_not_retokenize(tmp_path, bun
         context=1024,
         seed=3,
     )
-    engine = LlamaEngine(model, n_ctx=1024, slots=1)
+    engine = LlamaEngine(model, EngineConfig(n_ctx=1024, slots=1))
     await engine.start()
     try:
         (reply, first), (_, second) = await run_turns(engine, [("s", "Hello there!"), ("s", "And then?")])
@@ -1038,10 +1037,11 @@ def test_a_prompt_is_split_as_a_whole_though_only_its_new_text_is_tokenized(bund
     the history), a regenerated one (it holds more than the prompt), a prompt cut to fit (it holds turns the
     prompt no longer has) and a continued reply (its last word goes on)."""
     from rtserver.engine.base import Message
-    from rtserver.engine.llama import LlamaEngine, Model
+    from rtserver.engine.model import Model
+    from rtserver.engine.planner import Planner
 
-    engine = LlamaEngine(bundled_model, slots=1)
-    engine.model = model = Model(bundled_model)
+    model = Model(bundled_model)
+    planner = Planner(model, n_ctx_seq=2048, can_shift=False, counters={})
     try:
         persona = Message("system", "You are Bram, the blacksmith of Ravenford.")
         turns = [Message("user", "What do you sell?"), Message("assistant", "Swords, helmets and axes.")]
@@ -1060,7 +1060,7 @@ def test_a_prompt_is_split_as_a_whole_though_only_its_new_text_is_tokenized(bund
                 partial = [persona, *turns[:3], Message("assistant", "I am the black")]
                 held = model.tokenize_bytes(model.template.render(partial, continue_last=True).encode())
             text = model.template.render(messages, continue_last=name == "continue").encode()
-            tokens = engine._tokenize(text, held)
+            tokens = planner.tokenize(text, held)
             assert tokens == model.tokenize_bytes(text), name
             assert b"".join(model.piece(t, True) for t in tokens) == text, name
     finally:
@@ -1071,19 +1071,20 @@ async def test_cache_type_k_is_the_type_llama_cpp_keeps_keys_in(bundled_model):
     """Keys in q8_0 (the default: 34 bytes per 32 values against f16's 64) make a session's KV, as the engine
     saves it on eviction, about three quarters of its size with f16 keys; either way it is restored when the
     session comes back."""
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
 
     plan = [("a", "Hello!"), ("b", "Any news?"), ("a", "What do you sell?")]
     per_token = {}
     for kind in ("f16", "q8_0"):
         engine = LlamaEngine(
-            bundled_model, n_ctx=1024, slots=1, cache_types=(kind, "f16"), save_ahead=False, decode_ahead=False
+            bundled_model,
+            EngineConfig(n_ctx=1024, slots=1, cache_types=(kind, "f16"), save_ahead=False, decode_ahead=False),
         )
         await engine.start()
         try:
             history: dict[str, list] = {}
             got = await run_turns(engine, plan[:2], history)  # b's turn evicts a: its KV is saved to host memory
-            data, tokens = engine._host["a"]
+            data, tokens = engine.kv.host["a"]
             per_token[kind] = len(data) / len(tokens)
             got += await run_turns(engine, plan[2:], history)
             restored = engine.stats()["kv_restored"]
@@ -1099,29 +1100,30 @@ async def test_quantized_keys_keep_the_context_shift_on_heads_of_64_dimensions(t
     heads cannot (llama.cpp would crash), and the engine knows."""
     import llama_cpp as C
 
-    from rtserver.engine.llama import LlamaEngine
+    from rtserver.engine.llama import EngineConfig, LlamaEngine
     from training.random_gguf import write
 
     model = write(tmp_path, ROOT / "training" / "tokenizer.json", dim=128, layers=2, heads=2, kv_heads=1, ffn=256,
                   vocab=2000, context=512, seed=3)  # fmt: skip
-    bundled = LlamaEngine(bundled_model, n_ctx=256, slots=1, cache_types=("q8_0", "f16"))
-    engine = LlamaEngine(model, n_ctx=256, slots=1, cache_types=("q8_0", "f16"), decode_ahead=False)
+    bundled = LlamaEngine(bundled_model, EngineConfig(n_ctx=256, slots=1, cache_types=("q8_0", "f16")))
+    engine = LlamaEngine(model, EngineConfig(n_ctx=256, slots=1, cache_types=("q8_0", "f16"), decode_ahead=False))
     try:
-        bundled._load()
-        engine._load()  # (no worker thread: this test drives llama.cpp itself)
-        assert not bundled._can_shift
-        assert engine._can_shift
-        b = engine._batch
+        bundled.load()
+        engine.load()  # (no worker thread: this test drives llama.cpp itself)
+        assert bundled.context is not None and engine.context is not None
+        assert not bundled.context.can_shift
+        assert engine.context.can_shift
+        ctx, mem, b = engine.context.ptr, engine.context.mem, engine.context.batch
         for i in range(100):
             b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = 5 + i % 50, i, 1, i == 99
             b.seq_id[i][0] = 0
         b.n_tokens = 100
-        assert C.llama_decode(engine.ctx, b) == 0
-        C.llama_memory_seq_rm(engine._mem, 0, 10, 50)  # what _shift does: drop a span, move the rest back
-        C.llama_memory_seq_add(engine._mem, 0, 50, -1, -40)
+        assert C.llama_decode(ctx, b) == 0
+        C.llama_memory_seq_rm(mem, 0, 10, 50)  # what reuse.shift does: drop a span, move the rest back
+        C.llama_memory_seq_add(mem, 0, 50, -1, -40)
         b.token[0], b.pos[0], b.logits[0], b.n_tokens = 7, 60, True, 1
-        assert C.llama_decode(engine.ctx, b) == 0  # the keys were re-rotated in q8_0, and decoding goes on
-        assert C.llama_memory_seq_pos_max(engine._mem, 0) == 60
+        assert C.llama_decode(ctx, b) == 0  # the keys were re-rotated in q8_0, and decoding goes on
+        assert C.llama_memory_seq_pos_max(mem, 0) == 60
     finally:
         await bundled.close()
         await engine.close()

@@ -1,11 +1,11 @@
-"""The hand-over of engine events from the worker thread to the event loop (engine/llama.py's _Outbox)."""
+"""The hand-over of engine events from the worker thread to the event loop (engine/outbox.py)."""
 
 import asyncio
 import sys
 import threading
 
 from rtserver.engine.base import Token
-from rtserver.engine.llama import _Outbox
+from rtserver.engine.outbox import Outbox
 
 ROUNDS = 400
 
@@ -15,7 +15,7 @@ async def test_every_event_from_another_thread_arrives_once_and_in_order():
     worker does after each step), the second often while the loop is delivering the first; then it stops. Every
     event arrives, once and in order, in every round (a round whose events were left behind with no wake-up
     to come would wait until the 5 s bound fails the test)."""
-    outbox = _Outbox(asyncio.get_running_loop())
+    outbox = Outbox(asyncio.get_running_loop())
     queues: list[asyncio.Queue[Token]] = [asyncio.Queue() for _ in range(3)]
     go = threading.Semaphore(0)
 
@@ -60,7 +60,7 @@ class _LoopWithoutReaders:
 
 
 async def test_a_loop_that_cannot_watch_a_pipe_is_woken_the_usual_way():
-    outbox = _Outbox(_LoopWithoutReaders(asyncio.get_running_loop()))  # type: ignore[arg-type]
+    outbox = Outbox(_LoopWithoutReaders(asyncio.get_running_loop()))  # type: ignore[arg-type]
     out: asyncio.Queue[Token] = asyncio.Queue()
 
     def worker() -> None:
