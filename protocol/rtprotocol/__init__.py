@@ -3,6 +3,7 @@
 Both the server and the Python reference client drive this package; neither copies the other.
 """
 
+from .budget import BadFrameBudget
 from .codec import Codec, decode_json, decode_msgpack, encode_json, encode_msgpack
 from .errors import CLOSE_CODES, ERROR_CODES, ProtocolError
 from .frames import (
@@ -10,14 +11,17 @@ from .frames import (
     SUBPROTOCOL_JSON,
     SUBPROTOCOL_MSGPACK,
     SUBPROTOCOLS,
+    TURN_ERROR_CODES,
     VERSION,
     Frame,
     Params,
     validate_client_frame,
 )
 from .sequence import FrameLog, GapError, Resume, SeqTracker
+from .textcheck import TextCheck, text_check
 
 __all__ = [
+    "BadFrameBudget",
     "CLOSE_CODES",
     "Codec",
     "ERROR_CODES",
@@ -32,10 +36,13 @@ __all__ = [
     "SUBPROTOCOL_JSON",
     "SUBPROTOCOL_MSGPACK",
     "SeqTracker",
+    "TURN_ERROR_CODES",
+    "TextCheck",
     "VERSION",
     "decode_json",
     "decode_msgpack",
     "encode_json",
     "encode_msgpack",
+    "text_check",
     "validate_client_frame",
 ]

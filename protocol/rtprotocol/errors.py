@@ -28,6 +28,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "unknown_model": "The model named in `session.open` is not configured on this server.",
     "read_only": "This attachment is read-only.",
     "engine_error": "The model failed on this turn; the turn ended with reason `error`. Retry the turn.",
+    "store_failed": "The turn could not be written to the store (`turn.end{reason: error, code: store_failed}`): "
+    "it is not in the history and its `tid` is never given again. The session is intact; retry the turn.",
     "internal": "An unexpected server error. The session is intact; retry, and report it if it persists.",
     "shutting_down": "The server is restarting. Reconnect and resume.",
 }
@@ -47,7 +49,8 @@ CLOSE_CODES: Final[dict[int, str]] = {
     CLOSE_NORMAL: "Normal closure.",
     CLOSE_GOING_AWAY: "The server is going away; reconnect elsewhere.",
     CLOSE_PROTOCOL_ERROR: "WebSocket protocol violation.",
-    CLOSE_POLICY: "Policy violation: too many malformed frames.",
+    CLOSE_POLICY: "Policy violation: malformed frames came faster than `welcome.limits.bad_frames_burst` and "
+    "`bad_frames_per_s` allow.",
     CLOSE_TOO_BIG: "A frame exceeded the maximum message size.",
     CLOSE_INTERNAL: "Internal error, or no pong within the heartbeat timeout (a dead peer). Reconnect and resume.",
     CLOSE_RESTART: "Server restart: reconnect with backoff and `session.resume`.",

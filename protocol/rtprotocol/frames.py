@@ -2,11 +2,15 @@
 
 A frame is a map with a type tag ``t``. Client frames are validated against ``CLIENT_FRAMES``: required and
 optional fields with their types; unknown keys are ignored (forward compatibility), unknown types are refused.
+Numbers are finite and integers lie strictly between -2^53 and 2^53 (what every JSON and JavaScript peer holds
+exactly); ``null`` is the same as a key left out, at the top level and inside ``params``.
 Server frames are built by the helpers at the bottom, so their shape lives in one place.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from typing import Any, Final, Literal, TypedDict
 
 from .errors import ProtocolError
@@ -20,6 +24,10 @@ Frame = dict[str, Any]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 FINISH_REASONS: Final = ("stop", "length", "cancelled", "error")
 TurnKind = Literal["say", "regenerate", "continue"]
+#: ``turn.end.code`` on a turn that ended with reason ``error`` (each one is also in ``ERROR_CODES``).
+TURN_ERROR_CODES: Final = ("store_failed", "engine_error", "internal")
+#: Integers a peer may send: |x| < 2^53, what a double (JSON, JavaScript) holds exactly.
+MAX_SAFE_INT: Final = 2**53 - 1
 
 
 class Params(TypedDict, total=False):
@@ -97,14 +105,36 @@ def _check(value: Any, types: tuple[type, ...]) -> bool:
     return isinstance(value, types)
 
 
+def _number_problem(value: Any) -> str | None:
+    """Why a number of the right type is still refused (NaN, infinity, an integer beyond 2^53), or None."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "must be a finite number"
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INT:
+        return "must be an integer between -(2^53 - 1) and 2^53 - 1"
+    return None
+
+
+def _checked(name: str, value: Any, types: tuple[type, ...], frame_id: Any) -> None:
+    if not _check(value, types):
+        raise ProtocolError("bad_field", f"{name} must be a {_type_name(types)}", frame_id=frame_id)
+    problem = _number_problem(value)
+    if problem is not None:
+        raise ProtocolError("bad_field", f"{name} {problem}", frame_id=frame_id)
+
+
+def _drop_nulls(frame: dict[str, Any]) -> None:
+    """``null`` means absent (PROTOCOL.md §2): a key sent as null is removed, as if it had not been sent."""
+    for key in [k for k, v in frame.items() if v is None]:
+        del frame[key]
+
+
 def validate_params(params: Any, *, frame_id: Any = None) -> Params:
     out: dict[str, Any] = {}
     for key, value in params.items():
         types = PARAM_TYPES.get(key)
-        if types is None:
-            continue  # unknown parameters are ignored like unknown keys
-        if not _check(value, types):
-            raise ProtocolError("bad_field", f"params.{key} must be a {_type_name(types)}", frame_id=frame_id)
+        if types is None or value is None:
+            continue  # unknown parameters are ignored like unknown keys; null is absent
+        _checked(f"params.{key}", value, types, frame_id)
         out[key] = value
     if "stop" in out and not all(isinstance(s, str) and s for s in out["stop"]):
         raise ProtocolError("bad_field", "params.stop must be an array of non-empty strings", frame_id=frame_id)
@@ -125,9 +155,10 @@ def validate_client_frame(frame: Any) -> Frame:
     """Check a decoded client frame; return it (with ``params`` normalised) or raise ``ProtocolError``."""
     if not isinstance(frame, dict):
         raise ProtocolError("bad_frame", "a frame must be a map with a type field `t`")
+    _drop_nulls(frame)
     frame_id = frame.get("id")
-    if frame_id is not None and not _check(frame_id, _ID):
-        raise ProtocolError("bad_field", "id must be a string or an integer")
+    if frame_id is not None:
+        _checked("id", frame_id, _ID, None)
     kind = frame.get("t")
     if not isinstance(kind, str):
         raise ProtocolError("bad_field", "t (the frame type) must be a string", frame_id=frame_id)
@@ -135,13 +166,12 @@ def validate_client_frame(frame: Any) -> Frame:
     if spec is None:
         raise ProtocolError("unknown_type", f"unknown frame type {kind[:40]!r}", frame_id=frame_id)
     for field, (types, required) in spec.items():
-        if field not in frame or frame[field] is None:
+        if field not in frame:
             if required:
                 raise ProtocolError("bad_field", f"{kind}.{field} is required", frame_id=frame_id)
             continue
-        if not _check(frame[field], types):
-            raise ProtocolError("bad_field", f"{kind}.{field} must be a {_type_name(types)}", frame_id=frame_id)
-    if "params" in frame and frame["params"] is not None:
+        _checked(f"{kind}.{field}", frame[field], types, frame_id)
+    if "params" in frame:
         frame["params"] = validate_params(frame["params"], frame_id=frame_id)
     return frame
 
@@ -149,13 +179,32 @@ def validate_client_frame(frame: Any) -> Frame:
 # --- server frames ------------------------------------------------------------------------------------------
 
 
-def welcome(server: str, node: str, limits: dict[str, int], heartbeat_s: float, models: list[str]) -> Frame:
+#: ``welcome.limits`` defaults of the bad-frame budget (PROTOCOL.md §1): a burst, then a steady rate per second.
+BAD_FRAMES_BURST: Final = 32
+BAD_FRAMES_PER_S: Final = 1.0
+#: The keys of ``welcome.limits`` in v1 (PROTOCOL.md §2.2); all numbers, ``*_s`` in seconds and maybe fractional.
+LIMIT_KEYS: Final = (
+    "max_frame_bytes",
+    "max_text",
+    "send_queue",
+    "frame_log",
+    "frame_log_ttl_s",
+    "resume_grace_s",
+    "sessions_per_connection",
+    "bad_frames_burst",
+    "bad_frames_per_s",
+)
+
+
+def welcome(server: str, node: str, limits: Mapping[str, float], heartbeat_s: float, models: list[str]) -> Frame:
+    """``limits``: the keys of ``LIMIT_KEYS``, as the server enforces them (``resume_grace_s`` keeps its
+    fractions: do not round it)."""
     return {
         "t": "welcome",
         "v": VERSION,
         "server": server,
         "node": node,
-        "limits": limits,
+        "limits": dict(limits),
         "hb": heartbeat_s,
         "models": models,
     }
@@ -199,8 +248,18 @@ def turn_end(
     usage: dict[str, int],
     timings: dict[str, float],
     cache: str = "miss",
+    *,
+    xlen: int | None = None,
+    xcrc: int | None = None,
+    error: str | None = None,
+    code: str | None = None,
+    parsed: bool | None = None,
 ) -> Frame:
-    return {
+    """The end of a turn. ``xlen``/``xcrc``: the UTF-8 length and CRC-32 of the turn's text, all its deltas
+    (``rtprotocol.text_check``); ``error`` (a message) and ``code`` (one of ``TURN_ERROR_CODES``) go with
+    reason ``error``; ``parsed`` with a turn that had a schema. Keys left as None are not sent."""
+    assert code is None or code in TURN_ERROR_CODES, code
+    f: Frame = {
         "t": "turn.end",
         "sid": sid,
         "seq": seq,
@@ -210,3 +269,7 @@ def turn_end(
         "timings": timings,
         "cache": cache,
     }
+    for key, value in (("xlen", xlen), ("xcrc", xcrc), ("error", error), ("code", code), ("parsed", parsed)):
+        if value is not None:
+            f[key] = value
+    return f

@@ -64,6 +64,8 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
     ("session_update", {"t": "session.update", "id": 12, "persona": "You are Bram, now cheerful."}),
     ("session_close", {"t": "session.close", "id": 13}),
     ("ping", {"t": "ping", "id": 14}),
+    # null is the same as absent, inside params too: this is a say with no temperature.
+    ("say_null", {"t": "say", "id": 17, "text": "Hi", "sid": None, "params": {"temperature": None, "seed": 3}}),
     (
         "welcome",
         {
@@ -76,8 +78,11 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
                 "max_text": 16384,
                 "send_queue": 4096,
                 "frame_log": 1024,
-                "resume_grace_s": 10,
+                "frame_log_ttl_s": 3600,
+                "resume_grace_s": 2.5,
                 "sessions_per_connection": 64,
+                "bad_frames_burst": 32,
+                "bad_frames_per_s": 1.0,
             },
             "hb": 20,
             "models": ["default"],
@@ -145,9 +150,12 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
             "usage": {"prompt": 31, "reused": 12, "completion": 6},
             "timings": {"queue_ms": 0.5, "ttft_ms": 4.25, "total_ms": 30.0},
             "cache": "miss",
+            # the UTF-8 length and CRC-32 of the deltas above, " Hmph" + " café ☕" (an xcrc above 2^31: unsigned)
+            "xlen": 15,
+            "xcrc": 2902631048,
         },
     ),
-    (
+    (  # as a server before xlen/xcrc sends it: a client checks them only when present
         "turn_end_cancelled",
         {
             "t": "turn.end",
@@ -158,6 +166,23 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
             "usage": {"prompt": 40, "reused": 38, "completion": 2},
             "timings": {"queue_ms": 0, "ttft_ms": None, "total_ms": 3},
             "cache": "miss",
+        },
+    ),
+    (
+        "turn_end_store_failed",
+        {
+            "t": "turn.end",
+            "sid": "q1W2e3R4t5Y6u7I8o9P0aA",
+            "seq": 13,
+            "tid": 3,
+            "reason": "error",
+            "usage": {"prompt": 40, "reused": 38, "completion": 1},
+            "timings": {"queue_ms": 0, "ttft_ms": 2, "total_ms": 5},
+            "cache": "miss",
+            "xlen": 5,
+            "xcrc": 1964662820,  # " Hmph"
+            "error": "the turn could not be stored; it is not in the history: send it again",
+            "code": "store_failed",
         },
     ),
     (
