@@ -245,8 +245,8 @@ def turn_end(
     seq: int,
     tid: int,
     reason: FinishReason,
-    usage: dict[str, int],
-    timings: dict[str, float],
+    usage: Mapping[str, int],
+    timings: Mapping[str, float | None],
     cache: str = "miss",
     *,
     xlen: int | None = None,
@@ -265,8 +265,8 @@ def turn_end(
         "seq": seq,
         "tid": tid,
         "reason": reason,
-        "usage": usage,
-        "timings": timings,
+        "usage": dict(usage),
+        "timings": dict(timings),
         "cache": cache,
     }
     for key, value in (("xlen", xlen), ("xcrc", xcrc), ("error", error), ("code", code), ("parsed", parsed)):

@@ -42,6 +42,11 @@ class FrameLog(Generic[T]):
         self._items.append(item)
         return self.last_seq
 
+    def age_out(self) -> None:
+        """Drop every kept frame (``welcome.limits.frame_log_ttl_s`` passed since the last one), keeping the epoch
+        and seq: a resume that needs a dropped frame gets ``gap_too_old``; one that needs none still recovers."""
+        self._items.clear()
+
     @property
     def first_seq(self) -> int:
         """The oldest seq still held (``last_seq + 1`` when empty)."""

@@ -49,3 +49,13 @@ def test_tracker_drops_duplicates_and_detects_gaps():
         t.accept(6)
     assert (info.value.expected, info.value.got) == (5, 6)
     assert t.last_seq == 4
+
+
+def test_an_aged_out_log_sends_a_snapshot_to_whoever_missed_frames():
+    log = filled(4)
+    log.age_out()
+    assert (log.epoch, log.last_seq, log.first_seq) == ("e1", 4, 5)
+    assert log.resume("e1", 3).why == "gap_too_old"
+    assert log.resume("e1", 4).recovered  # missed nothing: nothing to replay
+    assert log.append("f5") == 5
+    assert log.resume("e1", 4).items == ["f5"]

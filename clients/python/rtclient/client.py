@@ -10,99 +10,33 @@
 When the connection drops, the client reconnects with backoff and full jitter, resumes every open session
 from the last seq it delivered, and the caller sees every delta exactly once. If the server cannot replay the
 gap (the log moved on, or the server restarted), the client reconciles from the snapshot instead.
+
+Every turn's text is checked when it ends: ``turn.end`` carries the UTF-8 length and CRC-32 of the text the
+server sent (``xlen``/``xcrc``, PROTOCOL.md §3 "Checking a reply"), and the client compares them with what it
+assembled. On a mismatch ``Turn.result()`` (and the end of ``async for``) raises ``TextMismatch``, which
+carries the ``TurnResult`` with the assembled text: the pieces already yielded cannot be taken back, and a
+difference is a bug on one side, never a lost frame (seq numbers catch those), so it is reported rather than
+patched over. The server's text is the one in the history: ``Session.refresh()`` reads it from a snapshot.
+A server that does not send ``xlen``/``xcrc`` is not checked.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import websockets
 from rtprotocol import Codec, GapError, SeqTracker
 from rtprotocol import frames as F
+from rtprotocol.textcheck import mismatch
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from .backoff import Backoff
+from .turn import ConnectionLost, RtClientError, TextMismatch, Turn, TurnResult
 
-
-class RtClientError(Exception):
-    """An ``error`` frame from the server: ``code`` from the protocol's registry, ``message`` says what to do."""
-
-    def __init__(self, code: str, message: str, retry_after: float | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code, self.message, self.retry_after = code, message, retry_after
-
-
-class ConnectionLost(Exception):
-    """The connection is gone and reconnecting is off or gave up."""
-
-
-@dataclass
-class TurnResult:
-    tid: int
-    reason: str
-    text: str
-    usage: dict[str, int] = field(default_factory=dict)
-    timings: dict[str, Any] = field(default_factory=dict)
-    cache: str = "miss"
-    error: str | None = None
-    parsed: bool | None = None  # for a turn with a schema: whether the reply parsed as JSON
-
-
-class Turn:
-    """A streaming reply: iterate for text pieces, ``await result()`` for the end."""
-
-    def __init__(self, kind: str, frame: F.Frame) -> None:
-        self.kind, self.frame = kind, frame  # the frame that asked for it, resent after a reconnect if unseen
-        self.tid: int | None = None
-        self.parent: int | None = None
-        self.text = ""
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
-        self._started: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._result: asyncio.Future[TurnResult] = asyncio.get_running_loop().create_future()
-
-    def _start(self, tid: int, parent: int) -> None:
-        self.tid, self.parent = tid, parent
-        if not self._started.done():
-            self._started.set_result(None)
-
-    def _feed(self, text: str) -> None:
-        self.text += text
-        self._queue.put_nowait(text)
-
-    def _catch_up(self, full: str) -> None:
-        """Deliver what the snapshot holds beyond what was already delivered."""
-        if len(full) > len(self.text) and full.startswith(self.text):
-            self._feed(full[len(self.text) :])
-
-    def _end(self, result: TurnResult) -> None:
-        if not self._result.done():
-            self._result.set_result(result)
-            self._queue.put_nowait(None)
-
-    def _fail(self, exc: BaseException) -> None:
-        for fut in (self._started, self._result):
-            if not fut.done():
-                fut.set_exception(exc)
-                fut.exception()  # it reaches whoever awaits it; nobody awaiting is not an error to log
-        self._queue.put_nowait(None)
-
-    @property
-    def done(self) -> bool:
-        return self._result.done()
-
-    async def __aiter__(self) -> AsyncIterator[str]:
-        while (piece := await self._queue.get()) is not None:
-            yield piece
-        if self._result.done() and self._result.exception() is not None:
-            raise self._result.exception()  # type: ignore[misc]
-
-    async def result(self) -> TurnResult:
-        return await self._result
+__all__ = ["Client", "ConnectionLost", "RtClientError", "Session", "TextMismatch", "Turn", "TurnResult"]
 
 
 class Session:
@@ -160,6 +94,14 @@ class Session:
         frame = {"t": "session.update", "sid": self.sid, "persona": persona, "params": params}
         await self.client._request({k: v for k, v in frame.items() if v is not None}, expect=None)
 
+    async def refresh(self) -> dict[str, Any]:
+        """Read the session from the server as it is now (an attach on this connection): ``state`` and the
+        snapshot, whose ``turns`` hold the history's text of each turn on the active path. Frames keep flowing
+        as before: the reply comes in order with them, so nothing is skipped or repeated."""
+        reply = await self.client._request({"t": "session.open", "sid": self.sid, "snapshot": True})
+        self.state, self.snapshot = reply["state"], reply.get("snap")
+        return self.snapshot or {}
+
     async def close(self) -> None:
         await self.client._request({"t": "session.close", "sid": self.sid}, expect=None)
         self.closed = True
@@ -186,24 +128,33 @@ class Session:
             turn = self.turns.pop(f["tid"], None)
             self.state["running"] = None
             if turn is not None:
-                turn._end(
-                    TurnResult(
-                        f["tid"],
-                        f["reason"],
-                        turn.text,
-                        f.get("usage", {}),
-                        f.get("timings", {}),
-                        f.get("cache", "miss"),
-                        f.get("error"),
-                        f.get("parsed"),
-                    )
-                )
+                self._end_turn(turn, f)
         elif t == "session.updated":
             self.state = f["state"]
         elif t == "session.closed":
             self.closed = True
         if self._resend_after is not None and f["seq"] >= self._resend_after:
             self._resend_unstarted()
+
+    @staticmethod
+    def _end_turn(turn: Turn, f: F.Frame) -> None:
+        """End ``turn`` on its ``turn.end``, checking the assembled text against ``xlen``/``xcrc``."""
+        result = TurnResult(
+            f["tid"],
+            f["reason"],
+            turn.text,
+            f.get("usage", {}),
+            f.get("timings", {}),
+            f.get("cache", "miss"),
+            f.get("error"),
+            f.get("parsed"),
+            f.get("code"),
+        )
+        problem = mismatch(turn.text, f)
+        if problem is None:
+            turn._end(result)
+        else:
+            turn._fail(TextMismatch(result, problem))
 
     def _on_resumed(self, f: F.Frame) -> None:
         """The server's answer to ``session.resume`` after a reconnect."""
