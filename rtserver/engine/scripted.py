@@ -1,10 +1,14 @@
-"""A scripted engine for protocol, transport and load tests: deterministic words at a fixed rate.
+"""A scripted engine for protocol, transport and load tests: deterministic words, paced by the clock or by hand.
 
 The reply to a user line is ``"You said: <text>."`` followed by ``words`` pseudo-random words drawn from
 the seed and the prompt, emitted one token at a time at ``rate`` tokens/s (0: as fast as possible). With
 ``stamp``, each token is instead the engine's ``time.monotonic()`` when it produced it, so a benchmark client on
 the same machine can measure delivery latency from engine to client. Like the llama.cpp engine it runs at most
 ``capacity`` turns at once; the rest wait, highest priority first.
+
+``SteppedEngine`` is the same engine with the clock taken out, for tests: a turn produces a token only when the
+test steps it, and the engine records the order in which turns waited, started and ended, so a test asserts
+order ("the high-priority turn started first") and makes "still running" true by not stepping, never by timing.
 """
 
 from __future__ import annotations
@@ -13,9 +17,13 @@ import asyncio
 import hashlib
 import heapq
 import itertools
+import math
 import random
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Literal
 
 from .base import Event, Finish, FinishReason, Request, Token
 from .prompt import StopMatcher
@@ -56,8 +64,13 @@ class Places:
     def waiting(self) -> int:
         return sum(not f.done() for _, _, f in self._waiters)
 
+    @property
+    def full(self) -> bool:
+        """An ``acquire`` now would wait."""
+        return not self.free or self.waiting > 0
+
     async def acquire(self, priority: int) -> None:
-        if self.free and not self.waiting:
+        if not self.full:
             self.free -= 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -76,6 +89,9 @@ class Places:
                 fut.set_result(None)  # the place goes straight to the next waiter
                 return
         self.free += 1
+
+
+Pace = Callable[[int], Awaitable[None]]  # awaited before each token with the count produced so far
 
 
 class ScriptedEngine:
@@ -119,14 +135,24 @@ class ScriptedEngine:
         submitted = time.monotonic()
         await self._places.acquire(request.priority)
         try:
-            async for event in self._generate(request, (time.monotonic() - submitted) * 1000):
+            async for event in self._generate(request, (time.monotonic() - submitted) * 1000, self._clock()):
                 yield event
         finally:
             self._places.release()
 
-    async def _generate(self, request: Request, queue_ms: float) -> AsyncIterator[Event]:
-        self.turns += 1
+    def _clock(self) -> Pace | None:
+        """Paced against the clock so that tokens come at the rate however slow the consumer is (None: unpaced)."""
+        if self.rate <= 0:
+            return None
         started = time.monotonic()
+
+        async def pace(produced: int) -> None:
+            await asyncio.sleep(max(0.0, started + (produced + 1) / self.rate - time.monotonic()))
+
+        return pace
+
+    async def _generate(self, request: Request, queue_ms: float, pace: Pace | None) -> AsyncIterator[Event]:
+        self.turns += 1
         stop = StopMatcher(request.stop)
         reason: FinishReason = "stop"
         produced = 0
@@ -137,10 +163,8 @@ class ScriptedEngine:
             if produced >= request.max_tokens:
                 reason = "length"
                 break
-            if self.rate > 0:
-                # Pace against the clock so that tokens come at the rate however slow the consumer is.
-                due = started + (produced + 1) / self.rate
-                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if pace is not None:
+                await pace(produced)
                 if request.cancel.is_set():
                     reason = "cancelled"
                     break
@@ -160,3 +184,117 @@ class ScriptedEngine:
             prompt_tokens=sum(len(m.content) for m in request.messages) // 4,
             completion_tokens=produced,
         )
+
+
+@dataclass(eq=False)
+class SteppedTurn:
+    """One turn as the stepped engine saw it."""
+
+    key: str  # the session id
+    user: str  # the user line it answers
+    priority: int
+    state: Literal["waiting", "running", "ended"] = "waiting"
+    allowed: float = 0  # tokens the test has let it produce so far (math.inf: all of them)
+    reason: FinishReason | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+class SteppedEngine(ScriptedEngine):
+    """The scripted engine stepped by the test instead of the clock.
+
+    ``step(n)`` lets every running turn (or the one of session ``key``) produce ``n`` more tokens; a turn not
+    stepped stays running for as long as the test likes. ``events`` records ``("wait" | "start" | "end", user
+    line)`` in the order they happened, and ``until(condition)`` returns once the engine's state satisfies it
+    (checked at every change, no polling): ``until_waiting(2)`` once two turns are queued for a place,
+    ``until_started(3)`` once a third turn has started.
+    With ``free`` set, turns run without waiting for steps (a test's warm-up, a server's shutdown).
+    """
+
+    def __init__(self, words: int = 12, capacity: int = 8) -> None:
+        super().__init__(rate=0.0, words=words, capacity=capacity)
+        self.free = False
+        self.events: list[tuple[str, str]] = []
+        self.seen: list[SteppedTurn] = []  # every turn, in arrival order
+        self._watchers: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
+
+    @property
+    def waiting(self) -> list[SteppedTurn]:
+        return [t for t in self.seen if t.state == "waiting"]
+
+    @property
+    def running(self) -> list[SteppedTurn]:
+        return [t for t in self.seen if t.state == "running"]
+
+    def step(self, n: float = 1, *, key: str | None = None) -> None:
+        turns = [t for t in self.running if key is None or t.key == key]
+        if not turns:  # a test that steps before its turn runs would otherwise hang on a token that never comes
+            raise AssertionError(f"no running turn to step (key={key}); await engine.until_started(n) first")
+        for t in turns:
+            t.allowed += n
+            t.wake.set()
+
+    def finish(self, *, key: str | None = None) -> None:
+        """Let the running turns (or the one of session ``key``) produce all their tokens."""
+        self.step(math.inf, key=key)
+
+    def run_freely(self) -> None:
+        """From now on (until ``free`` is cleared) every turn, running or to come, produces without steps."""
+        self.free = True
+        for t in self.running:
+            t.wake.set()
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        if condition():
+            return
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._watchers.append((condition, fut))
+        await fut
+
+    async def until_waiting(self, n: int) -> None:
+        await self.until(lambda: len(self.waiting) == n)
+
+    async def until_running(self, n: int = 1) -> None:
+        await self.until(lambda: len(self.running) == n)
+
+    async def until_started(self, n: int) -> None:
+        """Until ``n`` turns have started, counting those that have ended since."""
+        await self.until(lambda: sum(what == "start" for what, _ in self.events) >= n)
+
+    def _note(self, turn: SteppedTurn, what: str) -> None:
+        self.events.append((what, turn.user))
+        for condition, fut in self._watchers:
+            if not fut.done() and condition():
+                fut.set_result(None)
+        self._watchers = [(c, f) for c, f in self._watchers if not f.done()]
+
+    async def generate(self, request: Request) -> AsyncIterator[Event]:
+        user = next((m.content for m in reversed(request.messages) if m.role == "user"), "")
+        turn = SteppedTurn(request.key, user, request.priority)
+        self.seen.append(turn)
+        submitted = time.monotonic()
+        if self._places.full:
+            self._note(turn, "wait")
+        await self._places.acquire(request.priority)
+        loop = asyncio.get_running_loop()
+
+        def cancelled() -> None:  # a cancel ends the wait for a step, from whichever thread sets it
+            loop.call_soon_threadsafe(turn.wake.set)
+
+        request.cancel.on_set(cancelled)
+        turn.state = "running"
+        self._note(turn, "start")
+        try:
+            queue_ms = (time.monotonic() - submitted) * 1000
+            async for event in self._generate(request, queue_ms, partial(self._gate, turn, request)):
+                if isinstance(event, Finish):
+                    turn.reason = event.reason
+                yield event
+        finally:
+            turn.state = "ended"
+            self._note(turn, "end")
+            self._places.release()
+
+    async def _gate(self, turn: SteppedTurn, request: Request, produced: int) -> None:
+        while produced >= turn.allowed and not self.free and not request.cancel.is_set():
+            turn.wake.clear()
+            await turn.wake.wait()

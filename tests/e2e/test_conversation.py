@@ -1,10 +1,12 @@
-"""Real-socket tests on the scripted engine: `rtserver serve` as a subprocess, the reference client and raw frames."""
+"""Real-socket tests on the scripted engine: `rtserver serve` as a subprocess, the reference client and raw frames.
+
+Nothing here depends on how fast the engine goes: tests that need a turn to be still running, or turns to start in
+an order, are in tests/inprocess, where the test steps the engine by hand."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
 
 import pytest
 import websockets
@@ -12,8 +14,6 @@ from rtclient import Backoff, Client, RtClientError
 from rtprotocol import SUBPROTOCOL_JSON, SUBPROTOCOL_MSGPACK
 
 from ..helpers import Raw, http_get
-
-FAST = Backoff(base=0.01, cap=0.05)
 
 
 def expected(user: str, words: int = 12) -> str:
@@ -55,45 +55,6 @@ async def test_seed_determinism_and_regenerate_alternatives(scripted_server):
         assert [t["tid"] for t in snap["turns"]] == [other.tid]  # the head moved to the new alternative
         await a.rollback(0)
         assert a.state["turns"] == 0
-
-
-async def test_say_while_running_is_refused_then_interrupt_cancels(start_server):
-    srv = start_server("--engine", "scripted", "--scripted-rate", "20")
-    async with Client(srv.url) as c:
-        s = await c.open_session()
-        first = await s.say("long one")
-        with pytest.raises(RtClientError) as info:
-            await s.say("me too")
-        assert info.value.code == "turn_running"
-        second = await s.say("stop, listen", interrupt=True)
-        r1 = await first.result()
-        assert r1.reason == "cancelled" and len(r1.text) < len(expected("long one")) + 12 * 8
-        r2 = await second.result()
-        assert r2.reason == "stop" and r2.text.startswith(expected("stop, listen"))
-
-
-async def metric(srv, name: str) -> float:
-    body = (await http_get(f"{srv.http}/metrics")).decode()
-    return sum(float(line.split()[-1]) for line in body.splitlines() if line.startswith(name))
-
-
-async def test_cancel_stops_generation(start_server):
-    srv = start_server("--engine", "scripted", "--scripted-rate", "20")
-    r = await Raw.connect(srv.url)
-    await r.open()
-    await r.send({"t": "say", "text": "x", "params": {"max_tokens": 200}})
-    await r.until("delta")
-    await r.send({"t": "cancel", "id": "c"})
-    end, _ = await r.until("turn.end")
-    assert end["reason"] == "cancelled" and end["usage"]["completion"] < 15
-    produced = end["usage"]["completion"]
-    # Another full turn takes 0.75 s; a generation that kept going would add tokens meanwhile.
-    await r.send({"t": "say", "text": "y"})
-    end2, _ = await r.until("turn.end")
-    assert await metric(srv, "rtserver_engine_generated_tokens_total") == produced + end2["usage"]["completion"]
-    await r.send({"t": "cancel", "id": "again"})
-    err, _ = await r.until("error")
-    assert (err["code"], err["id"]) == ("no_turn", "again")
 
 
 @pytest.mark.parametrize(
@@ -171,66 +132,6 @@ async def test_http_endpoints(scripted_server):
         "rtserver_engine_generated_tokens_total",
     ):
         assert name in body
-
-
-async def test_reconnect_resume_loses_and_repeats_nothing(start_server):
-    """Drop the socket at random points, many times; the caller sees every reply exactly as a clean run does."""
-    srv = start_server("--engine", "scripted", "--scripted-rate", "400", "--scripted-words", "40")
-    rng = random.Random(7)
-    lines = [f"line {i}" for i in range(12)]
-    async with Client(srv.url, reconnect=False) as clean:
-        ref = await clean.open_session(params={"seed": 3})
-        want = [(await (await ref.say(line)).result()).text for line in lines]
-    async with Client(srv.url, backoff=FAST) as c:
-        s = await c.open_session(params={"seed": 3})
-        drops = 0
-        for line, text in zip(lines, want, strict=True):
-            turn = await s.say(line)
-            cut_at = {rng.randrange(1, 40) for _ in range(2)}
-            got = []
-            async for piece in turn:
-                got.append(piece)
-                if len(got) in cut_at:
-                    c.ws.transport.abort()  # a network drop, not a clean close
-                    drops += 1
-            r = await turn.result()
-            assert "".join(got) == text == r.text
-        assert c.reconnects == drops > 10
-
-
-async def test_resume_within_grace_continues_the_running_turn(start_server):
-    srv = start_server("--engine", "scripted", "--scripted-rate", "40")
-    r = await Raw.connect(srv.url)
-    sess = await r.open()
-    await r.send({"t": "say", "text": "hi"})
-    _, seen = await r.until("delta")
-    last = seen[-1]["seq"]
-    r.ws.transport.abort()
-    r2 = await Raw.connect(srv.url)
-    await r2.send({"t": "session.resume", "id": 1, "sid": sess["sid"], "ep": sess["ep"], "last_seq": last})
-    reply = await r2.recv()
-    assert reply["t"] == "session" and reply["recovered"] is True
-    end, frames = await r2.until("turn.end")
-    seqs = [f["seq"] for f in frames]
-    assert seqs == list(range(last + 1, end["seq"] + 1))  # every frame after last_seq, in order, once
-    assert end["reason"] == "stop"
-
-
-async def test_turn_abandoned_past_grace_ends_cancelled(start_server):
-    srv = start_server("--engine", "scripted", "--scripted-rate", "10", "--resume-grace", "0.2")
-    r = await Raw.connect(srv.url)
-    sess = await r.open()
-    await r.send({"t": "say", "text": "hi", "params": {"max_tokens": 100}})
-    await r.until("delta")
-    r.ws.transport.abort()
-    await asyncio.to_thread(srv.wait_event, "turn_abandoned", sid=sess["sid"])
-    end = await asyncio.to_thread(srv.wait_event, "turn", sid=sess["sid"])
-    assert end["reason"] == "cancelled"
-    watcher = await Raw.connect(srv.url)
-    snap = await watcher.open(sid=sess["sid"])
-    last = snap["snap"]["turns"][-1]
-    assert last["reason"] == "cancelled" and 0 < last["usage"]["completion"] < 15
-    assert snap["state"]["running"] is None
 
 
 async def test_resume_beyond_the_log_gets_a_snapshot(start_server):
@@ -324,17 +225,16 @@ async def test_kill_9_loses_no_completed_turn(start_server):
             assert [t["reply"] for t in snap["turns"]] == texts
 
 
-async def test_sigterm_drains_running_turns_then_closes_1012(start_server):
+async def test_sigterm_closes_clients_1012_and_exits_0(start_server):
+    """The signal itself; that a turn running at the time still finishes is tests/inprocess (draining)."""
     import signal
 
-    srv = start_server("--engine", "scripted", "--scripted-rate", "20")
+    srv = start_server("--engine", "scripted", "--scripted-rate", "0")
     r = await Raw.connect(srv.url)
     await r.open()
-    await r.send({"t": "say", "text": "finish me"})
-    await r.until("delta")
+    await r.send({"t": "say", "text": "done before"})
+    await r.until("turn.end")
     srv.proc.send_signal(signal.SIGTERM)
-    end, _ = await r.until("turn.end")
-    assert end["reason"] == "stop" and end["usage"]["completion"] == 15
     assert await wait_closed(r) == 1012
     assert srv.proc.wait(timeout=30) == 0
 
@@ -345,11 +245,9 @@ async def test_several_clients_share_a_session(scripted_server):
         watcher = await b.attach(s.sid)
         turn = await s.say("together")
         r = await turn.result()
-        for _ in range(100):  # b sees the same turn through its own socket
-            if watcher.state.get("running") is None and watcher.tracker.last_seq >= s.tracker.last_seq:
-                break
-            await b.ping()
-        assert watcher.tracker.last_seq == s.tracker.last_seq
+        # The server queued the turn's frames to b's socket as it sent them to a's, so they are ahead of this pong.
+        await b.ping()
+        assert watcher.tracker.last_seq == s.tracker.last_seq and watcher.state["running"] is None
         assert r.reason == "stop"
 
 
@@ -477,49 +375,6 @@ async def test_client_that_cannot_reconnect_fails_instead_of_hanging(start_serve
             await (await s.say("anyone?")).result()
         with pytest.raises(ConnectionLost):
             await s.say("still?")
-
-
-async def test_busy_is_answered_at_once_when_the_queue_is_full(start_server):
-    srv = start_server(
-        "--engine", "scripted", "--scripted-rate", "20", "--slots", "1", env={"RTSERVER_MAX_QUEUED_TURNS": "1"}
-    )
-    async with Client(srv.url) as c:
-        a, b, x = [await c.open_session() for _ in range(3)]
-        first = await a.say("one")  # runs
-        second = await b.say("two")  # waits for the only place
-        with pytest.raises(RtClientError) as info:
-            await x.say("three")
-        assert info.value.code == "busy" and info.value.retry_after >= 1
-        r1, r2 = await first.result(), await second.result()
-        assert (r1.reason, r2.reason) == ("stop", "stop")
-        assert r2.timings["queue_ms"] > 0
-        assert (await (await x.say("now")).result()).reason == "stop"  # room again: admitted
-
-
-async def until_metric(srv, name: str, value: float) -> None:
-    """Poll /metrics until ``name`` reads ``value`` (a condition, with a deadline; not a fixed sleep)."""
-    for _ in range(1000):
-        if await metric(srv, name) == value:
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail(f"{name} never reached {value}")
-
-
-async def test_a_higher_priority_turn_overtakes_waiting_ones(start_server):
-    srv = start_server("--engine", "scripted", "--scripted-rate", "20", "--slots", "1")
-    async with Client(srv.url) as c:
-        busy, low, high = [await c.open_session() for _ in range(3)]
-        hold = await busy.say("hold the only place", params={"max_tokens": 10_000})
-        low_turn = await low.say("background chatter")  # priority 0, first in line
-        high_turn = await high.say("the player's line", params={"priority": 5})
-        await until_metric(srv, "rtserver_engine_waiting_turns", 2)
-        await busy.cancel()
-        assert (await hold.result()).reason == "cancelled"
-        r_low, r_high = await low_turn.result(), await high_turn.result()
-    assert (r_low.reason, r_high.reason) == ("stop", "stop")
-    # First come, first served would start `low` first; priority starts `high` first, so `low` also waits for
-    # the whole of `high`'s turn (15 tokens at 20 tokens/s).
-    assert r_low.timings["queue_ms"] > r_high.timings["queue_ms"] + 500
 
 
 async def test_priority_must_be_in_range(scripted_server):
