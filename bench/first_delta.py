@@ -37,7 +37,6 @@ PHASES = ("_slot", "_evict", "_save", "_restore", "_start", "_prompt", "_tokeniz
 
 def serve(argv: list[str]) -> None:
     """Run `rtserver serve` with timers; write what they saw to $FIRST_DELTA_OUT at exit."""
-    from rtserver import session as S
     from rtserver.cli import main
     from rtserver.engine import llama as L
     from rtserver.engine.base import Token
@@ -46,6 +45,8 @@ def serve(argv: list[str]) -> None:
     from rtserver.engine.planner import Planner
     from rtserver.engine.scheduler import Scheduler
     from rtserver.engine.step import Stepper
+    from rtserver.sessions import session as S
+    from rtserver.sessions import turns as T
 
     # Each phase's name (as the results have them) -> the method that does it.
     where: dict[str, tuple[Any, str]] = {
@@ -87,15 +88,15 @@ def serve(argv: list[str]) -> None:
             setattr(cls, method, timed(name, getattr(cls, method)))
 
     start_turn, generate, emit, session_emit = (
-        S.SessionManager.start_turn,
+        T.Turns.start,
         L.LlamaEngine.generate,
         Job.emit,
         S.Session.emit,
     )
 
-    def on_start(self: Any, s: Any, *a: Any, **k: Any) -> Any:
+    async def on_start(self: Any, s: Any, *a: Any, **k: Any) -> Any:
         turns[s.sid] = {"start": clock(), "start_cpu": time.thread_time()}
-        return start_turn(self, s, *a, **k)
+        return await start_turn(self, s, *a, **k)
 
     def on_generate(self: Any, request: Any) -> Any:
         if (t := turns.get(request.key)) is not None:
@@ -107,14 +108,14 @@ def serve(argv: list[str]) -> None:
             t["token"] = clock()
         emit(self, event)
 
-    def on_session_emit(self: Any, frame: Any) -> None:
+    def on_session_emit(self: Any, frame: Any, now: float) -> None:
         t = turns.get(self.sid)
-        session_emit(self, frame)
+        session_emit(self, frame, now)
         if t is not None and frame.get("t") == "delta" and "written" not in t and "token" in t:
             t["written"] = clock()
             done.append(t)
 
-    S.SessionManager.start_turn = on_start  # type: ignore[method-assign]
+    T.Turns.start = on_start  # type: ignore[method-assign]
     L.LlamaEngine.generate = on_generate  # type: ignore[method-assign]
     Job.emit = on_emit  # type: ignore[method-assign]
     S.Session.emit = on_session_emit  # type: ignore[method-assign]

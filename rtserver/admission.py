@@ -51,11 +51,15 @@ class Admission:
         self.running += 1
         self.by_priority[priority] += 1
 
-    def done(self, seconds: float, priority: int = 0) -> None:
+    def release(self, priority: int = 0) -> None:
+        """An admitted turn that never reached the engine: its place is free, and it says nothing of turn times."""
         self.running -= 1
         self.by_priority[priority] -= 1
         if not self.by_priority[priority]:
             del self.by_priority[priority]
+
+    def done(self, seconds: float, priority: int = 0) -> None:
+        self.release(priority)
         if self.turn_seconds == 0.0:
             self.turn_seconds = seconds
         else:

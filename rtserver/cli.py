@@ -56,11 +56,23 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--resume-grace", type=float, help=f"seconds a turn outlives its clients (default {d.resume_grace})")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    j = sub.add_parser("journal", help="inspect the session journal under a data dir")
+    jsub = j.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
+    c = jsub.add_parser(
+        "check", help="read every session file and report damaged records and torn tails (changes nothing)"
+    )
+    c.add_argument("dir", metavar="DIR", help=f"the server's --data-dir (default {d.data_dir})", nargs="?")
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command == "journal":
+        from pathlib import Path
+
+        from .sessions.check import check
+
+        sys.exit(check(Path(args.dir or Settings().data_dir)))
     if args.command != "serve":
         _parser().print_help()
         sys.exit(2)

@@ -1,49 +1,66 @@
-"""One client connection: decode and validate frames, dispatch them to sessions, and send frames through a
-bounded queue.
+"""One client connection: bytes in and out. Frames are decoded and validated, the sans-I/O core
+(``rtprotocol.core``) says what each asks for, and this module carries that out through session handles.
 
-The transport only adapts frames to session operations and back; everything a frame may do to a session lives
-in ``SessionManager``. A client that stops reading overflows its queue and is closed with 4008 (its memory is
-freed at once); a peer that stops answering pings is closed by the websockets keepalive.
+Frames go out through a bounded queue: a client that stops reading overflows it and is closed with 4008 (its
+memory is freed at once); a peer that stops answering pings is closed by the websockets keepalive.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import structlog
-from rtprotocol import Codec, ProtocolError, decode_msgpack, encode_json, encode_msgpack, validate_client_frame
+from rtprotocol import (
+    BadFrameBudget,
+    Codec,
+    ProtocolError,
+    decode_msgpack,
+    encode_json,
+    encode_msgpack,
+    validate_client_frame,
+)
+from rtprotocol import core as C
 from rtprotocol import errors as E
 from rtprotocol import frames as F
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from .errors import Busy, ClientError, to_error_frame
-from .session import Session
-
-if TYPE_CHECKING:
-    from .server import Server
+from .errors import RtError, to_error_frame
+from .metrics import Metrics
+from .sessions.handle import SessionHandle, Sessions
+from .settings import Settings
 
 log = structlog.get_logger("rtserver.conn")
 
 CLOSE_TIMEOUT = 2.0  # seconds for a closing handshake before the connection is dropped
-MAX_BAD_FRAMES = 32  # protocol errors tolerated on one connection before it is closed with 1008
+
+
+class Host(Protocol):
+    """What a connection needs of the server around it."""
+
+    settings: Settings
+    metrics: Metrics
+    sessions: Sessions
+    draining: bool
+
+    def welcome(self) -> F.Frame: ...
 
 
 class Connection:
-    def __init__(self, ws: ServerConnection, server: Server) -> None:
-        self.ws, self.server = ws, server
+    def __init__(self, ws: ServerConnection, host: Host) -> None:
+        self.ws, self.host = ws, host
+        s = host.settings
         self.codec = Codec(ws.subprotocol or F.SUBPROTOCOL_MSGPACK)
         self.binary = self.codec.binary
+        self.core = C.ConnectionCore(s.max_sessions_per_connection)
+        self.budget = BadFrameBudget(s.bad_frames_burst, s.bad_frames_per_s)
+        self.handles: dict[str, SessionHandle] = {}
         self.queue: deque[bytes] = deque()  # msgpack frames
-        self.max_queue = server.settings.send_queue
+        self.max_queue = s.send_queue
         self._wake = asyncio.Event()
-        self.sessions: dict[str, Session] = {}
-        self.default_sid: str | None = None
-        self.hello = False
-        self.bad_frames = 0
         self.closing = False
         self._writing = False  # the writer task is sending: new frames queue behind it, in order
         self.sent = 0
@@ -66,9 +83,8 @@ class Connection:
 
     def _write_now(self, data: bytes) -> bool:
         """The fast path: nothing is queued and the socket's buffer is below its high-water mark, so write the
-        frame now instead of waking the writer task (ADR 0004 has the measurements). It uses websockets' sans-I/O
-        ``protocol`` and its ``send_data`` flush, the two steps ``send()`` takes itself, minus the per-call async
-        context; anything unusual falls back to ``send()``."""
+        frame now instead of waking the writer task (ADR 0004). It uses websockets' sans-I/O ``protocol`` and
+        its ``send_data`` flush, the two steps ``send()`` takes itself; anything unusual falls back to ``send()``."""
         ws = self.ws
         transport = ws.transport
         if (
@@ -87,7 +103,7 @@ class Connection:
 
     def send(self, frame: F.Frame) -> None:
         if frame["t"] == "error":
-            self.server.metrics.errors.labels(frame["code"]).inc()
+            self.host.metrics.errors.labels(frame["code"]).inc()
         self.push(encode_msgpack(frame))
 
     async def _writer(self) -> None:
@@ -115,7 +131,7 @@ class Connection:
         return encode_json(decode_msgpack(data))
 
     def _hello_due(self) -> None:
-        if not self.hello:
+        if not self.core.hello:
             self.close(E.CLOSE_HELLO_TIMEOUT, "no hello in time")
 
     def close_after_flush(self, code: int, reason: str) -> None:
@@ -141,8 +157,9 @@ class Connection:
     # --- receiving --------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        writer = asyncio.get_running_loop().create_task(self._writer())
-        hello_timer = asyncio.get_running_loop().call_later(self.server.settings.hello_timeout, self._hello_due)
+        loop = asyncio.get_running_loop()
+        writer = loop.create_task(self._writer())
+        hello_timer = loop.call_later(self.host.settings.hello_timeout, self._hello_due)
         try:
             async for message in self.ws:
                 self.frames_in += 1
@@ -151,110 +168,84 @@ class Connection:
             pass
         finally:
             hello_timer.cancel()
-            for s in self.sessions.values():
-                self.server.manager.detach(s, self)
+            for h in self.handles.values():
+                h.detach(self)
             writer.cancel()
 
     async def _on_message(self, message: bytes | str) -> None:
-        frame_id = None
+        frame: Any = None
         try:
             frame = validate_client_frame(self.codec.decode(message))
-            frame_id = frame.get("id")
-            await self._dispatch(frame)
-        except (ProtocolError, ClientError, Busy) as exc:
-            self.send(to_error_frame(exc, frame_id=frame_id))
-            if isinstance(exc, ProtocolError):
-                self.bad_frames += 1
-                if self.bad_frames > MAX_BAD_FRAMES:
-                    self.close(E.CLOSE_POLICY, "too many malformed frames")
+            self.core.draining = self.host.draining
+            await self._do(self.core.receive(frame))
+        except ProtocolError as exc:
+            self._refuse(exc, frame)
+            if BadFrameBudget.counts(exc.code) and not self.budget.spend(asyncio.get_running_loop().time()):
+                self.close(E.CLOSE_POLICY, "malformed frames faster than welcome.limits.bad_frames_per_s")
+        except RtError as exc:
+            self._refuse(exc, frame)
         except ConnectionClosed:
             raise
-        except Exception as exc:
-            log.exception("frame_failed", frame_type=type(exc).__name__)
-            self.send(to_error_frame(exc, frame_id=frame_id))
+        except Exception:
+            log.exception("frame_failed", frame_type=frame.get("t") if isinstance(frame, dict) else None)
+            self._refuse(Exception(), frame)
 
-    def _session(self, frame: F.Frame) -> Session:
-        sid = frame.get("sid") or self.default_sid
-        if sid is None:
-            raise ClientError("open or resume a session first, or name it in sid", code="no_session")
-        s = self.sessions.get(sid)
-        if s is not None and self.server.manager.sessions.get(sid) is s:
-            return s
-        self.sessions.pop(sid, None)  # closed by another client meanwhile: forget it
-        # Known to the server but not attached here: attach implicitly, as session.open with sid would.
-        s = self.server.manager.get(sid)
-        self._attach(s)
-        return s
+    def _refuse(self, exc: BaseException, frame: Any) -> None:
+        fid = frame.get("id") if isinstance(frame, dict) else None
+        sid = frame.get("sid") if isinstance(frame, dict) and isinstance(frame.get("sid"), str) else None
+        self.send(to_error_frame(exc, frame_id=fid, sid=sid))
 
-    def _check_room(self) -> None:
-        if len(self.sessions) >= self.server.settings.max_sessions_per_connection:
-            raise ClientError(
-                f"this connection already has {len(self.sessions)} sessions open; close one "
-                "(session.close) or use another connection",
-                code="too_many_sessions",
-            )
+    async def _do(self, a: C.Action) -> None:
+        sessions = self.host.sessions
+        if isinstance(a, C.Reply):
+            self.send(a.frame)
+        elif isinstance(a, C.Hello):
+            self.send(self.host.welcome())
+        elif isinstance(a, C.Open):
+            h = await sessions.open(a.persona, a.params, a.model)
+            self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
+            self._attach(h)
+        elif isinstance(a, C.Attach):
+            h = await sessions.get(a.sid)
+            self.send(h.frame(a.frame_id, snapshot=True))
+            self._attach(h)
+        elif isinstance(a, C.Resume):
+            h = await sessions.get(a.sid)
+            reply, missed = h.resume(a.epoch, a.last_seq, a.frame_id)
+            self.send(reply)
+            for data in missed:
+                self.push(data)
+            self._attach(h)
+        elif isinstance(a, C.SessionAction):
+            await self._on_session(await self._handle(a), a)
 
-    def _attach(self, s: Session) -> None:
-        if s.sid not in self.sessions:
-            self._check_room()
-        self.sessions[s.sid] = s
-        self.default_sid = s.sid
-        self.server.manager.attach(s, self)
+    async def _on_session(self, h: SessionHandle, a: C.SessionAction) -> None:
+        if isinstance(a, C.Turn):
+            if a.interrupt:
+                await h.cancel(if_running=True)
+            await h.turn(a.kind, a.text, a.params, a.frame_id, schema=a.schema, grammar=a.grammar)
+        elif isinstance(a, C.Cancel):
+            await h.cancel()
+        elif isinstance(a, C.Rollback):
+            await h.rollback(a.tid)
+        elif isinstance(a, C.Update):
+            await h.update(a.persona, a.params)
+        elif isinstance(a, C.Close):
+            await h.close()
+            self.handles.pop(h.sid, None)
+            self.core.detached(h.sid)
 
-    async def _dispatch(self, frame: F.Frame) -> None:
-        kind = frame["t"]
-        fid = frame.get("id")
-        m = self.server.manager
-        if kind == "ping":
-            self.send(F.pong(fid, frame.get("ts")))
-            return
-        if kind == "hello":
-            self.hello = True
-            self.send(self.server.welcome())
-            return
-        if not self.hello:
-            raise ClientError("send hello first", code="not_ready")
-        if self.server.draining and kind in ("say", "regenerate", "continue", "session.open"):
-            raise ClientError("the server is restarting; reconnect and resume", code="shutting_down")
-        params = frame.get("params") or {}
-        if kind == "session.open":
-            if frame.get("sid"):
-                s = m.get(frame["sid"])
-            else:
-                self._check_room()
-                s = await m.create(frame.get("persona"), params, frame.get("model"))
-            # The reply is queued before attaching, so no live frame can come before it.
-            self.send(s.session_frame(frame_id=fid, snapshot=bool(frame.get("snapshot")) or bool(frame.get("sid"))))
-            self._attach(s)
-        elif kind == "session.resume":
-            self._resume(m.get(frame["sid"]), frame["ep"], frame["last_seq"], fid)
-        elif kind == "say":
-            s = self._session(frame)
-            if frame.get("interrupt") and s.running:
-                await m.cancel(s)
-            m.start_turn(s, "say", frame["text"], params, fid, frame.get("schema"), frame.get("grammar"))
-        elif kind in ("regenerate", "continue"):
-            m.start_turn(self._session(frame), kind, None, params, fid)
-        elif kind == "cancel":
-            await m.cancel(self._session(frame))
-        elif kind == "rollback":
-            await m.rollback(self._session(frame), frame["tid"])
-        elif kind == "session.update":
-            await m.update(self._session(frame), frame.get("persona"), params)
-        elif kind == "session.close":
-            s = self._session(frame)
-            await m.close_session(s)
-            self.sessions.pop(s.sid, None)
-            if self.default_sid == s.sid:
-                self.default_sid = None
+    async def _handle(self, a: C.SessionAction) -> SessionHandle:
+        h = self.handles.get(a.sid)
+        if h is not None and h.alive:
+            return h
+        self.handles.pop(a.sid, None)  # closed by another client meanwhile: forget it
+        self.core.detached(a.sid)
+        h = await self.host.sessions.get(a.sid)  # not attached here: attach, as session.open with sid would
+        self._attach(h)
+        return h
 
-    def _resume(self, s: Session, epoch: str, last_seq: int, fid: Any) -> None:
-        """All or nothing: the frames after ``last_seq`` if the log still holds them all, else a snapshot."""
-        r = s.log.resume(epoch, last_seq)
-        if r.recovered:
-            self.send(s.session_frame(frame_id=fid, recovered=True))
-            for out in r.items:
-                self.push(out)
-        else:
-            self.send(s.session_frame(frame_id=fid, recovered=False, why=r.why, snapshot=True))
-        self._attach(s)
+    def _attach(self, h: SessionHandle) -> None:
+        self.handles[h.sid] = h
+        self.core.attached_to(h.sid)
+        h.attach(self)

@@ -5,6 +5,8 @@ RtError                     anything rtserver raises on purpose; carries a proto
 │   └── (rtprotocol.ProtocolError is translated into a ClientError at the boundary)
 ├── Busy                    capacity reached; carries ``retry_after``
 ├── EngineError             the model failed (llama.cpp errors are translated where llama.cpp is called)
+├── StoreFailed             a write could not be made durable (disk full, I/O error): nothing was recorded
+│   └── Fenced              this node no longer owns the session it tried to write
 └── ConfigError             bad settings at start-up; names the key
 """
 
@@ -40,6 +42,14 @@ class Busy(RtError):
 
 class EngineError(RtError):
     code = "engine_error"
+
+
+class StoreFailed(RtError):
+    code = "store_failed"
+
+
+class Fenced(StoreFailed):
+    """This node's generation no longer owns the session: another owner took it over."""
 
 
 class ConfigError(RtError):

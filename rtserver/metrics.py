@@ -43,11 +43,27 @@ class _FramesCollector(Collector):
         yield fam
 
 
+class _StoreCollector(Collector):
+    """Sessions and the store's health, read on scrape."""
+
+    def __init__(self, store: Any, manager: Any) -> None:
+        self._store, self._manager = store, manager
+
+    def collect(self) -> Iterable[Any]:
+        m, st = self._manager, self._store
+        yield GaugeMetricFamily("rtserver_sessions", "sessions in this node's memory", value=len(m.sessions))
+        yield CounterMetricFamily("rtserver_sessions_paged_in", "sessions loaded from the store", value=m.paged_in)
+        yield CounterMetricFamily("rtserver_sessions_paged_out", "sessions moved out of memory", value=m.paged_out)
+        yield GaugeMetricFamily("rtserver_store_degraded", "1 while store writes fail", value=int(st.degraded))
+        yield CounterMetricFamily(
+            "rtserver_journal_damaged_records", "damaged journal records found and skipped", value=st.damaged_records
+        )
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
         self.connections = Gauge("rtserver_connections", "open WebSocket connections", registry=r)
-        self.sessions = Gauge("rtserver_sessions", "sessions held by this node", registry=r)
         self.turns = Counter("rtserver_turns", "turns ended, by finish reason", ["model", "reason"], registry=r)
         self.errors = Counter("rtserver_errors", "error frames sent, by code", ["code"], registry=r)
         self.ttft = Histogram(
@@ -60,6 +76,9 @@ class Metrics:
     def watch_frames(self, count: Callable[[], int]) -> None:
         """Frames sent are counted in plain ints on the hot path and read here on scrape."""
         self.registry.register(_FramesCollector(count))
+
+    def watch_store(self, store: Any, manager: Any) -> None:
+        self.registry.register(_StoreCollector(store, manager))
 
     def watch_engines(self, stats: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.registry.register(_EngineCollector(stats))

@@ -1,8 +1,8 @@
 """The server: WebSocket endpoint at ``/`` plus ``/healthz``, ``/readyz`` and ``/metrics`` on the same port.
 
-Start-up order: settings -> engines (model load) -> store (journal replay) -> listen. SIGTERM/SIGINT drain:
-stop taking new turns, let running ones finish (up to ``drain_timeout``), close clients with 1012 so they
-reconnect and resume, flush the journal, exit.
+Start-up order: settings -> engines (model load) -> store (opened, not read: sessions load on demand) -> listen.
+SIGTERM/SIGINT drain: stop taking new turns, let running ones finish (up to ``drain_timeout``), close clients
+with 1012 so they reconnect and resume, write every session's frame log to the store, exit.
 """
 
 from __future__ import annotations
@@ -28,15 +28,17 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from . import __version__
-from .admission import Admission
 from .connection import CLOSE_TIMEOUT, Connection
 from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
+from .filters import build_pipeline
+from .maintenance import Maintenance
 from .metrics import Metrics
-from .pipeline import build_pipeline
-from .session import SessionManager
+from .sessions.handle import Sessions
+from .sessions.local import LocalStore
+from .sessions.manager import SessionConfig, SessionManager
+from .sessions.turns import Turns
 from .settings import Settings
-from .store import LocalStore
 
 log = structlog.get_logger("rtserver")
 
@@ -69,34 +71,38 @@ def make_engines(settings: Settings) -> dict[str, Engine]:
             time_slice=settings.time_slice,
         )
 
-    return {
-        name: LlamaEngine(path, config(name))
-        for name, path in settings.model_paths().items()
-    }
+    return {name: LlamaEngine(path, config(name)) for name, path in settings.model_paths().items()}
 
 
 class Server:
     def __init__(self, settings: Settings, *, engines: dict[str, Engine] | None = None) -> None:
-        self.settings = settings
-        self.node_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.settings = s = settings
+        self.node_id = s.node_id or f"{socket.gethostname()}-{os.getpid()}"
         self.metrics = Metrics()
-        self.engines = engines if engines is not None else make_engines(settings)  # given: in-process tests
+        self.engines = engines if engines is not None else make_engines(s)  # given: in-process tests
         self.metrics.watch_engines(lambda: {name: e.stats() for name, e in self.engines.items()})
-        self.store = LocalStore(Path(settings.data_dir), self.node_id, settings.frame_log, fsync=settings.fsync)
+        self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
+        self.pipeline = build_pipeline(s, self.engines, self.metrics, lambda: self.draining)
         self.manager = SessionManager(
             self.store,
-            build_pipeline(self.engines, self.metrics),
-            default_model="default",
-            models=set(self.engines),
-            default_params=settings.default_params(),
-            resume_grace=settings.resume_grace,
-            max_text=settings.max_text,
-            admission={
-                name: Admission(engine.capacity, settings.max_queued_turns, settings.max_queue_wait)
-                for name, engine in self.engines.items()
-            },
-            grammar_error=lambda model, grammar: self.engines[model].grammar_error(grammar),
+            SessionConfig(
+                default_model="default",
+                models=frozenset(self.engines),
+                default_params=s.default_params(),
+                resume_grace=s.resume_grace,
+                max_text=s.max_text,
+                frame_log=s.frame_log,
+                frame_log_ttl=s.frame_log_ttl,
+                session_idle_s=s.session_idle_s,
+                max_resident=s.max_resident_sessions,
+            ),
         )
+        self.turns = Turns(
+            self.manager, self.pipeline, lambda model, grammar: self.engines[model].grammar_error(grammar)
+        )
+        self.sessions = Sessions(self.manager, self.turns)
+        self.maintenance = Maintenance(self.manager, self.store, s)
+        self.metrics.watch_store(self.store, self.manager)
         self.connections: set[Connection] = set()
         self.frames_closed = 0  # frames sent by connections already gone; live ones are summed on scrape
         self.metrics.watch_frames(lambda: self.frames_closed + sum(c.sent for c in self.connections))
@@ -111,8 +117,11 @@ class Server:
             "max_text": s.max_text,
             "send_queue": s.send_queue,
             "frame_log": s.frame_log,
-            "resume_grace_s": int(s.resume_grace),
+            "frame_log_ttl_s": s.frame_log_ttl,
+            "resume_grace_s": s.resume_grace,
             "sessions_per_connection": s.max_sessions_per_connection,
+            "bad_frames_burst": s.bad_frames_burst,
+            "bad_frames_per_s": s.bad_frames_per_s,
         }
         return F.welcome(f"rtserver/{__version__}", self.node_id, limits, s.heartbeat, sorted(self.engines))
 
@@ -123,12 +132,8 @@ class Server:
         if path == "/healthz":
             return conn.respond(http.HTTPStatus.OK, "ok\n")
         if path == "/readyz":
-            ok = self.ready and not self.draining
-            return conn.respond(
-                http.HTTPStatus.OK if ok else http.HTTPStatus.SERVICE_UNAVAILABLE, "ready\n" if ok else "not ready\n"
-            )
+            return self._readyz(conn)
         if path == "/metrics":
-            self.metrics.sessions.set(len(self.manager.sessions))
             body = self.metrics.render()
             headers = Headers(
                 [
@@ -138,15 +143,23 @@ class Server:
                 ]
             )
             return Response(200, "OK", headers, body)
-        if "upgrade" not in request.headers.get("Connection", "").lower():
-            return conn.respond(
-                http.HTTPStatus.UPGRADE_REQUIRED,
-                "rtserver: this is a WebSocket endpoint (ws://host:port/, subprotocol rt.v1.msgpack "
-                "or rt.v1.json); see /healthz, /readyz, /metrics\n",
-            )
-        if self.draining:
-            return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "draining: reconnect to another node\n")
+        fields = {k.lower(): v for k, v in request.headers.raw_items()}
+        for f in self.pipeline.connection:
+            refusal = f.handshake(path, fields)
+            if refusal is not None:
+                return conn.respond(http.HTTPStatus(refusal.status), refusal.body)
         return None
+
+    def _readyz(self, conn: ServerConnection) -> Response:
+        if not self.ready or self.draining:
+            return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
+        if self.store.degraded:
+            return conn.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                f"degraded: writes to {self.settings.data_dir} are failing (disk full?); turns end with "
+                "store_failed until they succeed again\n",
+            )
+        return conn.respond(http.HTTPStatus.OK, "ready\n")
 
     @staticmethod
     def _subprotocol(conn: ServerConnection, offered: Any) -> Subprotocol | None:
@@ -186,10 +199,10 @@ class Server:
             log.info("loading_model", model=name, path=str(s.model_paths()[name]), engine=s.engine)
             await engine.start()
         log.info("models_ready", seconds=round(time.perf_counter() - t0, 2))
-        await self.manager.load()
-        log.info("sessions_loaded", sessions=len(self.manager.sessions), data_dir=s.data_dir)
-        # What exists now (modules, the model, loaded sessions) lives as long as the process: keep it out of
-        # the collector's full passes, which otherwise stall the loop for tens of ms on a large heap.
+        await self.store.open()
+        log.info("store_open", data_dir=s.data_dir, filters=list(self.pipeline.names))
+        # What exists now (modules, the model) lives as long as the process: keep it out of the collector's
+        # full passes, which otherwise stall the loop for tens of ms on a large heap.
         gc.collect()
         gc.freeze()
         tls = None
@@ -199,6 +212,7 @@ class Server:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
+        self.maintenance.start()
         async with serve(
             self._handle,
             s.host,
@@ -220,6 +234,8 @@ class Server:
             log.info("listening", url=f"{scheme}://{s.host}:{port}/", node=self.node_id, version=__version__)
             await self._stop.wait()
             await self._drain(server)
+        await self.maintenance.stop()
+        await self.manager.park_all()
         await self.store.close()
         for engine in self.engines.values():
             await engine.close()
@@ -232,7 +248,7 @@ class Server:
             turns=sum(1 for x in self.manager.sessions.values() if x.running),
             connections=len(self.connections),
         )
-        await self.manager.drain(self.settings.drain_timeout)
+        await self.turns.drain(self.settings.drain_timeout)
         for conn in list(self.connections):
             conn.close_after_flush(E.CLOSE_RESTART, "server restart: reconnect and resume")
         server.close(close_connections=False)

@@ -45,6 +45,13 @@ class Settings:
     cache_type_v: str = "f16"  # of values: f16 | bf16 | f32; quantized (q8_0 ...) only with flash_attn = on
     node_id: str = ""  # defaults to the host name and process id
     frame_log: int = 1024  # frames kept per session for resume
+    frame_log_ttl: float = 600.0  # seconds a session's frames are kept after its last one (then: a snapshot)
+    session_idle_s: float = 300.0  # a session nobody is attached to leaves memory after this long unused
+    max_resident_sessions: int = 20000  # sessions in memory at once; idle ones leave first
+    session_ttl: float = 30 * 86400.0  # seconds unused before a session is deleted, history and all; 0 = never
+    journal_scrub_s: float = 86400.0  # how often every stored session file is read to find damage; 0 = never
+    bad_frames_burst: int = 32  # malformed frames a connection may send at once before 1008 ...
+    bad_frames_per_s: float = 1.0  # ... and after that, per second (unknown frame types never count)
     send_queue: int = 4096  # frames queued per connection before a slow reader is cut off (4008)
     max_frame_bytes: int = 65536  # larger frames are closed with 1009
     max_text: int = 16384  # characters in say.text and persona
@@ -159,9 +166,22 @@ def _validate(s: Settings) -> None:
         "max_tokens",
         "max_sessions_per_connection",
         "prefill_chunk",
+        "max_resident_sessions",
+        "bad_frames_burst",
     ):
         need(getattr(s, key) >= 1, f"{key} must be at least 1")
-    for key in ("heartbeat", "hello_timeout", "resume_grace", "drain_timeout", "scripted_rate"):
+    for key in (
+        "heartbeat",
+        "hello_timeout",
+        "resume_grace",
+        "drain_timeout",
+        "scripted_rate",
+        "frame_log_ttl",
+        "session_idle_s",
+        "session_ttl",
+        "journal_scrub_s",
+        "bad_frames_per_s",
+    ):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")
     if s.engine == "llama":
         for name, path in s.model_paths().items():

@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .engine.base import Message
+from ..engine.base import Message
 
 
 @dataclass
@@ -39,7 +39,9 @@ class History:
     def path(self, upto: int | None = None) -> list[TurnNode]:
         out, tid = [], self.head if upto is None else upto
         while tid:
-            node = self.nodes[tid]
+            node = self.nodes.get(tid)
+            if node is None:  # lost to journal damage: the path starts after it
+                break
             out.append(node)
             tid = node.parent
         return out[::-1]

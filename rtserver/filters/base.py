@@ -1,0 +1,50 @@
+"""The shapes every filter takes.
+
+    Handler         (TurnContext) -> AsyncIterator[Event]         a running turn's events
+    Filter          (TurnContext, Handler) -> AsyncIterator[Event] wraps the running turn (streaming phase)
+    AdmitFilter     admit(ctx) before turn.start, may refuse by raising; undo(ctx) if a later one refused
+    ConnectionFilter handshake(path, headers) -> refusal or None; frame(kind) before a frame is carried out
+
+Filters hold settings only; per-turn data lives in the ``TurnContext``, per-connection data on the connection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..engine.base import Event, Request
+
+Handler = Callable[["TurnContext"], AsyncIterator[Event]]
+Filter = Callable[["TurnContext", Handler], AsyncIterator[Event]]
+
+
+@dataclass
+class TurnContext:
+    sid: str
+    tid: int
+    model: str
+    request: Request
+    started: float = field(default_factory=time.perf_counter)
+    first_token: float | None = None
+    ended: float | None = None
+    gaps: list[float] = field(default_factory=list)
+
+
+class AdmitFilter(Protocol):
+    def admit(self, ctx: TurnContext) -> None: ...
+    def undo(self, ctx: TurnContext) -> None: ...
+
+
+@dataclass
+class Refusal:
+    """A handshake refused: the HTTP status and a body that says what to do."""
+
+    status: int
+    body: str
+
+
+class ConnectionFilter(Protocol):
+    def handshake(self, path: str, headers: dict[str, str]) -> Refusal | None: ...

@@ -1,0 +1,99 @@
+"""``build_pipeline``: the one place that decides which filters run, and in what order. It reads top to bottom
+in the order they run.
+
+Connection chain, at the handshake (first refusal wins):
+    upgrade     a plain HTTP request is told this is a WebSocket endpoint (426)
+    draining    a draining node refuses new connections (503)
+Turn chain, admission phase, before ``turn.start`` (a refusal is an ``error`` frame; nothing started):
+    admission   busy at once when the engine's queue is too long
+Turn chain, streaming phase, around the running turn (outermost first):
+    errors      anything raised becomes Finish("error"); the stream always ends with one Finish
+    metrics     time to first token, gaps, turns by reason
+    admission   gives the turn's place back when it ends
+    engine      the model chosen by the session
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+from ..admission import Admission
+from ..engine.base import Engine, Event
+from ..metrics import Metrics
+from ..settings import Settings
+from .admission import AdmissionFilter
+from .base import AdmitFilter, ConnectionFilter, Filter, Handler, TurnContext
+from .draining import DrainingFilter
+from .errors import errors_filter
+from .metrics import MetricsFilter
+from .upgrade import UpgradeFilter
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    connection: tuple[ConnectionFilter, ...]
+    admit: tuple[AdmitFilter, ...]
+    turn: Handler
+    names: tuple[str, ...]  # every filter in the order it runs, for the start-up log and the tests
+
+    def admit_turn(self, ctx: TurnContext) -> None:
+        """Run the admission phase; if a filter refuses, those before it are undone and the refusal raised."""
+        done: list[AdmitFilter] = []
+        try:
+            for f in self.admit:
+                f.admit(ctx)
+                done.append(f)
+        except BaseException:
+            for f in reversed(done):
+                f.undo(ctx)
+            raise
+
+    def undo_admit(self, ctx: TurnContext) -> None:
+        """The turn was admitted but never ran (its start could not be made durable)."""
+        for f in reversed(self.admit):
+            f.undo(ctx)
+
+
+def _wrap(filt: Filter, inner: Handler) -> Handler:
+    def handle(ctx: TurnContext) -> AsyncIterator[Event]:
+        return filt(ctx, inner)
+
+    return handle
+
+
+def engine_handler(engines: dict[str, Engine]) -> Handler:
+    def handle(ctx: TurnContext) -> AsyncIterator[Event]:
+        return engines[ctx.model].generate(ctx.request)
+
+    return handle
+
+
+def build_pipeline(
+    settings: Settings, engines: dict[str, Engine], metrics: Metrics, draining: Callable[[], bool]
+) -> Pipeline:
+    admission = AdmissionFilter(
+        {name: Admission(e.capacity, settings.max_queued_turns, settings.max_queue_wait) for name, e in engines.items()}
+    )
+    connection: list[tuple[str, ConnectionFilter]] = [
+        ("upgrade", UpgradeFilter()),
+        ("draining", DrainingFilter(draining)),
+    ]
+    admit: list[tuple[str, AdmitFilter]] = [
+        ("admission", admission),
+    ]
+    streaming: list[tuple[str, Filter]] = [  # outermost first
+        ("errors", errors_filter),
+        ("metrics", MetricsFilter(metrics)),
+        ("admission", admission),
+    ]
+    handler = engine_handler(engines)
+    for _, filt in reversed(streaming):
+        handler = _wrap(filt, handler)
+    names = tuple(
+        [f"connection:{n}" for n, _ in connection]
+        + [f"admit:{n}" for n, _ in admit]
+        + [f"turn:{n}" for n, _ in streaming]
+        + ["turn:engine"]
+    )
+    return Pipeline(tuple(f for _, f in connection), tuple(f for _, f in admit), handler, names)

@@ -1,0 +1,134 @@
+"""A session in memory: its state, its numbered frames fanned out to the connections attached, its running turn.
+
+A turn belongs to its session, not to the connection that asked for it: a client that drops mid-turn does not
+stop it (see ``SessionManager.detach`` for how long it runs on alone).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any, Protocol
+
+from rtprotocol import FrameLog, encode_msgpack
+from rtprotocol import frames as F
+
+from ..engine.base import Request
+from .history import History, TurnNode
+from .store import FrameLogState, Loaded, SessionData
+
+
+class Subscriber(Protocol):
+    def push(self, data: bytes) -> None: ...
+
+
+class RunningTurn:
+    def __init__(self, node: TurnNode, request: Request, structured: bool = False) -> None:
+        self.node = node
+        self.request = request
+        self.structured = structured  # the reply is constrained to a JSON schema; turn.end says if it parses
+        self.text: list[str] = []
+        self.task: asyncio.Task[None] | None = None
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(4)
+
+
+class Session:
+    def __init__(self, data: SessionData, capacity: int, *, gen: int, reserved: int, now: float) -> None:
+        self.data = data
+        self.capacity = capacity  # frames kept for resume
+        self.log: FrameLog[bytes] = FrameLog(new_epoch(), capacity)
+        self.gen = gen  # the store's fencing token for this node's writes
+        self.reserved = reserved  # turn ids up to this one are durably reserved
+        self.subscribers: set[Subscriber] = set()
+        self.running: RunningTurn | None = None
+        self.grace: asyncio.TimerHandle | None = None
+        self.last_used = now  # monotonic: when a frame last named it (idle sessions leave memory)
+        self.last_frame_at = 0.0  # wall clock: when its last frame was numbered (frame logs age out)
+
+    @classmethod
+    def loaded(cls, found: Loaded, capacity: int, *, gen: int, now: float) -> Session:
+        s = cls(found.data, capacity, gen=gen, reserved=found.reserved, now=now)
+        kept = found.log
+        if kept is not None:  # it left memory cleanly: the same epoch and seq, and the frames it kept
+            s.log = FrameLog(kept.epoch, capacity, kept.last_seq - len(kept.frames))
+            for frame in kept.frames:
+                s.log.append(frame)
+            s.last_frame_at = kept.last_at
+        return s
+
+    @property
+    def sid(self) -> str:
+        return self.data.sid
+
+    @property
+    def history(self) -> History:
+        return self.data.history
+
+    @property
+    def idle(self) -> bool:
+        return not self.subscribers and self.running is None
+
+    def emit(self, frame: F.Frame, now: float) -> None:
+        """Number the frame, encode it once (msgpack), keep it in the log and queue it to every attached
+        connection. Frames live on as bytes only: a JSON client's connection renders its own copy."""
+        frame["seq"] = self.log.last_seq + 1
+        data = encode_msgpack(frame)
+        self.log.append(data)
+        self.last_frame_at = now
+        for sub in tuple(self.subscribers):
+            sub.push(data)
+
+    def forget_frames(self) -> None:
+        """Drop the kept frames (``frame_log_ttl``), keeping the epoch and seq: a resume gets a snapshot."""
+        self.log = FrameLog(self.log.epoch, self.capacity, self.log.last_seq)
+
+    def log_state(self) -> FrameLogState:
+        frames = self.log.resume(self.log.epoch, self.log.first_seq - 1).items
+        return FrameLogState(self.log.epoch, self.log.last_seq, frames, self.last_frame_at)
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "model": self.data.model,
+            "persona": self.data.persona,
+            "params": self.data.params,
+            "head": self.history.head,
+            "turns": len(self.history.path()),
+            "running": self.running.node.tid if self.running else None,
+        }
+
+    def snapshot(self) -> dict[str, Any]:
+        snap: dict[str, Any] = {"turns": [n.public() for n in self.history.path()], "running": None}
+        if self.running:
+            r = self.running
+            snap["running"] = {
+                "tid": r.node.tid,
+                "kind": r.node.kind,
+                "parent": r.node.parent,
+                "user": r.node.user,
+                "text": "".join(r.text),
+            }
+        return snap
+
+    def session_frame(
+        self, *, frame_id: Any = None, snapshot: bool = False, recovered: bool | None = None, why: str | None = None
+    ) -> F.Frame:
+        """The reply to open/attach/resume. It carries the current seq but is not itself a numbered frame."""
+        f: F.Frame = {
+            "t": "session",
+            "sid": self.sid,
+            "seq": self.log.last_seq,
+            "ep": self.log.epoch,
+            "state": self.state(),
+        }
+        if frame_id is not None:
+            f["id"] = frame_id
+        if recovered is not None:
+            f["recovered"] = recovered
+        if why is not None:
+            f["why"] = why
+        if snapshot:
+            f["snap"] = self.snapshot()
+        return f
