@@ -57,7 +57,7 @@ class Maintenance:
 
     async def _sweep(self) -> None:
         if out := self.manager.sweep():
-            log.debug("sessions_paged_out", sessions=out, resident=len(self.manager.sessions))
+            log.info("sessions_paged_out", sessions=out, resident=len(self.manager.sessions))
 
     async def _expire(self) -> None:
         await self.manager.expire()

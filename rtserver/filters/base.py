@@ -31,6 +31,7 @@ class TurnContext:
     first_token: float | None = None
     ended: float | None = None
     gaps: list[float] = field(default_factory=list)
+    code: str = ""  # set by a filter that ended the turn itself: the turn.end code (internal)
 
 
 class AdmitFilter(Protocol):

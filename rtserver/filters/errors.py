@@ -21,9 +21,11 @@ async def errors_filter(ctx: TurnContext, inner: Handler) -> AsyncIterator[Event
             yield event
     except Exception:
         log.exception("turn_failed", sid=ctx.sid, tid=ctx.tid, model=ctx.model)
+        ctx.code = "internal"
         if not finished:
             yield Finish("error", error="a filter or the engine raised")
         return
     if not finished:
         log.error("turn_unfinished", sid=ctx.sid, tid=ctx.tid, model=ctx.model)
+        ctx.code = "internal"
         yield Finish("error", error="the engine ended without finishing the turn")

@@ -189,6 +189,7 @@ class SessionManager:
         for s in self.sessions.values():
             if s.last_frame_at and wall - s.last_frame_at >= c.frame_log_ttl and s.log.first_seq <= s.log.last_seq:
                 s.forget_frames()
+                log.info("frames_aged_out", sid=s.sid, seq=s.log.last_seq)
         return len(out)
 
     async def expire(self) -> int:

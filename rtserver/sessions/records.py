@@ -104,6 +104,9 @@ def rebuild(sid: str, records: list[dict[str, Any]], default_model: str = "defau
     h = data.history
     if h.head and h.head not in h.nodes:
         h.head = max((n.tid for n in h.nodes.values() if n.tid < h.head), default=0)
+    for node in h.nodes.values():  # a turn lost to damage: its children hang on the turn before it
+        if node.parent and node.parent not in h.nodes:
+            node.parent = max((t for t in h.nodes if t < node.parent), default=0)
     # Left cleanly, the ids handed out are known; otherwise any reserved id may have been seen by a client.
     h.next_tid = max(h.next_tid, next_tid if log is not None else reserved + 1)
     return Loaded(data, max(reserved, h.next_tid - 1), log)

@@ -148,8 +148,8 @@ class Turns:
                 close = getattr(events, "aclose", None)
                 if close is not None:
                     await close()
-            code = "engine_error" if finish.reason == "error" else ""
-            if code:
+            code = ctx.code or ("engine_error" if finish.reason == "error" else "")
+            if code == "engine_error":
                 log.error("turn_engine_error", sid=s.sid, tid=node.tid, error=(finish.error or "")[:300])
             self._fill(node, turn, finish)
             await self.m.store.save_turn(s.sid, s.gen, node)

@@ -184,7 +184,8 @@ def rss_kib(pid: int) -> int:
         return next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
 
 
-async def test_restart_keeps_sessions_and_resume_says_epoch_changed(start_server, tmp_path):
+async def test_a_clean_restart_keeps_sessions_and_their_frame_logs(start_server, tmp_path):
+    """SIGTERM writes each session's frame log to the store: a resume across the restart recovers."""
     import signal
 
     srv = start_server("--engine", "scripted", "--scripted-rate", "0")
@@ -193,6 +194,26 @@ async def test_restart_keeps_sessions_and_resume_says_epoch_changed(start_server
         texts = [(await (await s.say(f"t{i}")).result()).text for i in range(3)]
         ep, last = s.tracker.epoch, s.tracker.last_seq
     assert srv.signal(signal.SIGTERM) == 0
+    srv2 = start_server("--engine", "scripted", "--scripted-rate", "0", data_dir=srv.data_dir)
+    r = await Raw.connect(srv2.url)
+    await r.send({"t": "session.resume", "id": 1, "sid": s.sid, "ep": ep, "last_seq": last - 2})
+    reply = await r.recv()
+    assert (reply["recovered"], reply["ep"], reply["seq"]) == (True, ep, last)
+    assert [(await r.recv())["seq"] for _ in range(2)] == [last - 1, last]  # exactly what it missed
+    await r.send({"t": "session.open", "id": 2, "sid": s.sid})
+    snap, _ = await r.until("session")
+    assert [t["reply"] for t in snap["snap"]["turns"]] == texts and snap["state"]["persona"] == "P"
+
+
+async def test_after_kill_9_a_resume_says_epoch_changed_and_gets_the_history(start_server):
+    import signal
+
+    srv = start_server("--engine", "scripted", "--scripted-rate", "0")
+    async with Client(srv.url, reconnect=False) as c:
+        s = await c.open_session(persona="P")
+        texts = [(await (await s.say(f"t{i}")).result()).text for i in range(3)]
+        ep, last = s.tracker.epoch, s.tracker.last_seq
+    srv.signal(signal.SIGKILL)
     srv2 = start_server("--engine", "scripted", "--scripted-rate", "0", data_dir=srv.data_dir)
     r = await Raw.connect(srv2.url)
     await r.send({"t": "session.resume", "id": 1, "sid": s.sid, "ep": ep, "last_seq": last})

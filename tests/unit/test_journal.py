@@ -136,6 +136,7 @@ async def test_damage_mid_file_is_skipped_reported_and_kept_aside_when_compacted
     found = await store.load("a")
     assert found is not None
     assert sorted(found.data.history.nodes) == [1, 3] and store.damaged_records == 1
+    assert [n.tid for n in found.data.history.path()] == [1, 3]  # the turn after the lost one hangs on the one before
     gen = await store.acquire("a")
     await store.park("a", gen, found.data, found.reserved, FrameLogState("e", 0, [], 0.0))
     kept = list((tmp_path / "damaged").iterdir())

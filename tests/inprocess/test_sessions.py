@@ -1,0 +1,113 @@
+"""Sessions on demand and the connection's rules, in-process: a session leaves memory when idle and comes back
+with its epoch and seq (a resume across it recovers); frame logs age out; unknown frame types never close a
+connection, malformed frames faster than the budget do; numbers outside the protocol's range are refused."""
+
+from __future__ import annotations
+
+import math
+
+from rtprotocol import errors as E
+
+from rtserver.filters import build_pipeline
+from rtserver.metrics import Metrics
+from rtserver.settings import Settings
+
+from ..helpers import Raw
+
+
+async def test_an_idle_session_leaves_memory_and_a_resume_across_it_recovers(serve):
+    srv = await serve(session_idle_s=0.05)
+    srv.engine.run_freely()
+    r = await Raw.connect(srv.url)
+    s = await r.open()
+    await r.send({"t": "say", "text": "hi"})
+    end, _ = await r.until("turn.end")
+    await r.close()
+    await srv.logs.wait("sessions_paged_out")
+    assert s["sid"] not in srv.server.manager.sessions
+    r = await Raw.connect(srv.url)
+    await r.send({"t": "session.resume", "id": 1, "sid": s["sid"], "ep": s["ep"], "last_seq": end["seq"] - 1})
+    back = await r.recv()
+    assert (back["recovered"], back["ep"], back["seq"]) == (True, s["ep"], end["seq"])
+    assert (await r.recv()) == end  # the one frame it missed, as it was
+    assert s["sid"] in srv.server.manager.sessions and srv.server.manager.paged_in == 1
+    await r.send({"t": "say", "text": "again"})
+    start, _ = await r.until("turn.start")
+    assert (start["tid"], start["seq"]) == (end["tid"] + 1, end["seq"] + 1)
+
+
+async def test_frames_older_than_the_ttl_are_dropped_and_a_resume_gets_a_snapshot(serve):
+    srv = await serve(frame_log_ttl=0.05, session_idle_s=3600)
+    srv.engine.run_freely()
+    r = await Raw.connect(srv.url)
+    s = await r.open()
+    await r.send({"t": "say", "text": "hi"})
+    end, _ = await r.until("turn.end")
+    await srv.logs.wait("frames_aged_out", sid=s["sid"])
+    r2 = await Raw.connect(srv.url)
+    await r2.send({"t": "session.resume", "id": 1, "sid": s["sid"], "ep": s["ep"], "last_seq": end["seq"] - 3})
+    back = await r2.recv()
+    assert (back["recovered"], back["why"], back["seq"]) == (False, "gap_too_old", end["seq"])
+    assert [t["user"] for t in back["snap"]["turns"]] == ["hi"]
+    await r2.send({"t": "session.resume", "id": 2, "sid": s["sid"], "ep": s["ep"], "last_seq": end["seq"]})
+    assert (await r2.recv())["recovered"] is True  # nothing missed: nothing to replay
+
+
+async def test_unknown_frame_types_never_close_a_connection(serve):
+    srv = await serve()
+    r = await Raw.connect(srv.url)
+    for i in range(1000):
+        await r.send({"t": "from.the.future", "id": i})
+    await r.send({"t": "ping", "id": "last"})
+    codes = set()
+    while (f := await r.recv())["t"] != "pong":
+        codes.add(f["code"])
+    assert codes == {"unknown_type"}
+
+
+async def test_malformed_frames_faster_than_the_budget_close_with_1008(serve):
+    srv = await serve(bad_frames_burst=5, bad_frames_per_s=0.001)
+    r = await Raw.connect(srv.url)
+    for i in range(7):
+        await r.send({"t": "say", "id": i, "text": 5})
+    seen = 0
+    try:
+        while True:
+            assert (await r.recv())["code"] == "bad_field"
+            seen += 1
+    except Exception:
+        pass
+    assert r.ws.close_code == E.CLOSE_POLICY and seen == 6
+
+
+async def test_non_finite_and_unsafe_numbers_get_bad_field_in_every_numeric_field(serve):
+    srv = await serve()
+    r = await Raw.connect(srv.url)
+    s = await r.open()
+    frames = [
+        {"t": "say", "text": "x", "params": {key: value}}
+        for key in ("temperature", "top_p", "seed", "max_tokens", "priority")
+        for value in (math.nan, math.inf, 2**60)
+    ]
+    frames += [
+        {"t": "rollback", "tid": 2**60},
+        {"t": "session.resume", "sid": s["sid"], "ep": s["ep"], "last_seq": 2**60},
+        {"t": "ping", "ts": math.nan},
+    ]
+    for f in frames:
+        await r.send({**f, "id": "n"})
+        reply = await r.recv()
+        assert reply["code"] == "bad_field", f
+
+
+def test_the_filters_run_in_the_documented_order():
+    pipeline = build_pipeline(Settings(engine="scripted"), {}, Metrics(), lambda: False)
+    assert pipeline.names == (
+        "connection:upgrade",
+        "connection:draining",
+        "admit:admission",
+        "turn:errors",
+        "turn:metrics",
+        "turn:admission",
+        "turn:engine",
+    )
