@@ -111,3 +111,21 @@ def test_the_filters_run_in_the_documented_order():
         "turn:admission",
         "turn:engine",
     )
+
+
+async def test_limits_are_announced_as_they_are(serve):
+    srv = await serve(resume_grace=0.25, frame_log_ttl=90.5, bad_frames_burst=7, bad_frames_per_s=0.5)
+    r = await Raw.connect(srv.url, hello=False)
+    await r.send({"t": "hello"})
+    limits = (await r.recv())["limits"]
+    assert (limits["resume_grace_s"], limits["frame_log_ttl_s"]) == (0.25, 90.5)
+    assert (limits["bad_frames_burst"], limits["bad_frames_per_s"]) == (7, 0.5)
+
+
+async def test_an_error_names_the_session_of_the_frame_that_caused_it(serve):
+    srv = await serve()
+    r = await Raw.connect(srv.url)
+    s = await r.open()
+    await r.send({"t": "rollback", "id": 3, "sid": s["sid"], "tid": 99})
+    err = await r.recv()
+    assert (err["code"], err["id"], err["sid"]) == ("unknown_turn", 3, s["sid"])
