@@ -82,6 +82,7 @@ async def journal_run(data: Path, sessions: int, turns: int) -> dict[str, Any]:
     live = 0
 
     async def one(i: int) -> int:
+        log = None
         sid = f"s{i:06d}"
         s = SessionData(sid, "You are Bram, a gruff blacksmith in Eastmere.", {}, "default")
         gen = await store.acquire(sid)
@@ -95,9 +96,10 @@ async def journal_run(data: Path, sessions: int, turns: int) -> dict[str, Any]:
             if t % 10 == 0:
                 await store.set_head(sid, gen, t - 1)  # a rollback, then back: garbage for compaction to drop
                 await store.set_head(sid, gen, t)
-                await store.park(sid, gen, s, reserved, FrameLogState("e", t * 17, [b"f" * 120] * 20, time.time()))
+                log = FrameLogState("e", t * 17, [b"f" * 120] * 20, time.time())
+                await store.park(sid, gen, s, reserved, log)
                 gen = await store.acquire(sid)
-        return len(R.compacted(s, reserved, None))
+        return len(R.compacted(s, reserved, log))  # the live state: history, head, and the frame log it keeps
 
     t0 = time.perf_counter()
     for start in range(0, sessions, 200):

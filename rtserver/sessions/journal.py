@@ -120,6 +120,7 @@ class _Job:
     path: Path
     data: bytes
     done: asyncio.Future[None]
+    sync: bool = True
 
 
 class Writer:
@@ -137,11 +138,13 @@ class Writer:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="journal-writer")
 
-    async def submit(self, op: Op, path: Path, data: bytes = b"") -> None:
+    async def submit(self, op: Op, path: Path, data: bytes = b"", *, sync: bool = True) -> None:
+        """Queue one job and wait until it is written (and, unless ``sync`` is off for an append whose loss in a
+        crash is harmless, on disk)."""
         if self._task is None:
             raise RuntimeError("the journal writer is not running")
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Job(op, path, data, fut))
+        self._pending.append(_Job(op, path, data, fut, sync))
         self._wake.set()
         await fut
 
@@ -180,7 +183,8 @@ class Writer:
                     run.append(i)
                     continue
                 if run and failed is None:
-                    failed = self._append(path, [batch[j].data for j in run])
+                    sync = any(batch[j].sync for j in run)
+                    failed = self._append(path, [batch[j].data for j in run], sync)
                 for j in run:
                     results[j] = failed
                 run.clear()
@@ -196,7 +200,7 @@ class Writer:
         self.batches += 1
         return results
 
-    def _append(self, path: Path, chunks: list[bytes]) -> OSError | None:
+    def _append(self, path: Path, chunks: list[bytes], sync: bool) -> OSError | None:
         try:
             fd = _open_append(path)
         except OSError as exc:
@@ -207,7 +211,7 @@ class Writer:
                 view = memoryview(b"".join(chunks))
                 while view:
                     view = view[os.write(fd, view) :]
-                if self._fsync:
+                if self._fsync and sync:
                     os.fsync(fd)
             except OSError as exc:
                 try:  # leave no half record behind: the next append must start on a record boundary

@@ -2,7 +2,7 @@
 
 Start-up reads nothing but the directory's existence, so it costs the same with a million sessions stored as
 with none; a session's file is read when a frame names it. A file grows by a record per write and is compacted
-when its session leaves memory, if it has grown past twice its live state. Damage is found where a file is read
+when its session leaves memory, if it has grown past 1.5 times its live state. Damage is found where a file is read
 (loading a session, ``scrub``, ``rtserver journal check``): a torn tail is cut off, a damaged record in the middle
 is skipped and reported, and a file with damage is copied to ``data_dir/damaged/`` before it is rewritten.
 """
@@ -28,6 +28,7 @@ from .store import TID_BLOCK, FrameLogState, Loaded, SessionData
 
 log = structlog.get_logger("rtserver.store")
 
+COMPACT_AT = 1.5  # a file is rewritten when it has grown past this many times its live state (bound: 2x)
 SID = re.compile(r"[A-Za-z0-9_-]{1,64}")  # what a session id may be: also what keeps a path inside data_dir
 
 
@@ -115,18 +116,20 @@ class LocalStore:
         self._damaged.discard(sid)
 
     async def park(self, sid: str, gen: int, data: SessionData, reserved: int, frames: FrameLogState) -> None:
-        """The session leaves memory: its frame log is kept, and its file compacted if it has grown past twice
-        its live state (a file with damage is copied aside first and always rewritten)."""
+        """The session leaves memory: its frame log is kept, and its file compacted if it has grown past
+        ``COMPACT_AT`` times its live state (a file with damage is copied aside first and always rewritten)."""
         path = self._check(sid, gen)
         whole = R.compacted(data, reserved, frames)
         size = await asyncio.to_thread(_size, path)
         try:
-            if sid in self._damaged or size > 2 * len(whole):
+            if sid in self._damaged or size > COMPACT_AT * len(whole):
                 if sid in self._damaged:
                     await asyncio.to_thread(self._keep_aside, sid, path)
                 await self.writer.submit("replace", path, whole)
             else:
-                await self.writer.submit("append", path, R.parked_record(sid, data.history.next_tid, frames))
+                # Not synced: lost in a crash, it costs a new epoch (a snapshot on resume), never a turn.
+                record = R.parked_record(sid, data.history.next_tid, frames)
+                await self.writer.submit("append", path, record, sync=False)
         except OSError as exc:
             raise StoreFailed(f"{exc.strerror or exc}") from exc
         finally:

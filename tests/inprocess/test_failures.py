@@ -100,7 +100,7 @@ async def test_a_turn_the_store_cannot_write_is_not_in_the_history_and_the_node_
     srv.engine.run_freely()
     writer = srv.server.store.writer
     real = writer._append
-    monkeypatch.setattr(writer, "_append", lambda path, chunks: OSError(errno.ENOSPC, "No space left on device"))
+    monkeypatch.setattr(writer, "_append", lambda path, chunks, sync: OSError(errno.ENOSPC, "No space left on device"))
     r = await Raw.connect(srv.url)
     await r.send({"t": "session.open", "id": 1})
     refused, _ = await r.until("error")  # a session that cannot be stored is not opened
@@ -108,7 +108,7 @@ async def test_a_turn_the_store_cannot_write_is_not_in_the_history_and_the_node_
     monkeypatch.setattr(writer, "_append", real)
     s = await r.open()
     first, _ = await one_turn(r, "kept")
-    monkeypatch.setattr(writer, "_append", lambda path, chunks: OSError(errno.ENOSPC, "No space left on device"))
+    monkeypatch.setattr(writer, "_append", lambda path, chunks, sync: OSError(errno.ENOSPC, "No space left on device"))
     lost, seen = await one_turn(r, "not kept")
     assert (lost["reason"], lost["code"]) == ("error", "store_failed") and "not in the history" in lost["error"]
     assert not any(f["t"] == "turn.end" and f.get("reason") == "stop" for f in seen)
