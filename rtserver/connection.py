@@ -34,6 +34,7 @@ from .sessions.handle import SessionHandle, Sessions
 from .settings import Settings
 
 log = structlog.get_logger("rtserver.conn")
+_EMPTY: deque[bytes] = deque(maxlen=0)  # every connection's queue until it first needs one: shared, always empty
 
 CLOSE_TIMEOUT = 2.0  # seconds for a closing handshake before the connection is dropped
 
@@ -58,9 +59,13 @@ class Connection:
         self.core = C.ConnectionCore(s.max_sessions_per_connection)
         self.budget = BadFrameBudget(s.bad_frames_burst, s.bad_frames_per_s)
         self.handles: dict[str, SessionHandle] = {}
-        self.queue: deque[bytes] = deque()  # msgpack frames
+        # The slow path (a queue and a writer task) is made the first time a frame finds the socket backed up:
+        # most connections never need it, and an idle connection's memory is what a node's capacity is.
+        self.queue: deque[bytes] = _EMPTY
         self.max_queue = s.send_queue
-        self._wake = asyncio.Event()
+        self._wake: asyncio.Event | None = None
+        self._writer_task: asyncio.Task[None] | None = None
+        self._hello_timer: asyncio.TimerHandle | None = None
         self.closing = False
         self._writing = False  # the writer task is sending: new frames queue behind it, in order
         self.sent = 0
@@ -78,8 +83,14 @@ class Connection:
             self.queue.clear()
             self.close(E.CLOSE_SLOW_CONSUMER, "send queue full: read your frames")
             return
-        self.queue.append(data)
+        self._slow_path().append(data)
+
+    def _slow_path(self) -> deque[bytes]:
+        if self._wake is None:
+            self.queue, self._wake = deque(), asyncio.Event()
+            self._writer_task = asyncio.get_running_loop().create_task(self._writer())
         self._wake.set()
+        return self.queue
 
     def _write_now(self, data: bytes) -> bool:
         """The fast path: nothing is queued and the socket's buffer is below its high-water mark, so write the
@@ -108,10 +119,11 @@ class Connection:
 
     async def _writer(self) -> None:
         """The slow path: frames that found the socket backed up, sent with websockets' flow control."""
-        ws, queue = self.ws, self.queue
+        ws, queue, wake = self.ws, self.queue, self._wake
+        assert wake is not None
         while True:
-            await self._wake.wait()
-            self._wake.clear()
+            await wake.wait()
+            wake.clear()
             self._writing = True
             try:
                 while queue:
@@ -136,8 +148,11 @@ class Connection:
 
     def close_after_flush(self, code: int, reason: str) -> None:
         """Close once every frame queued so far has been sent (the last turn.end of a drain, say)."""
+        if not self.queue and not self._writing:
+            self.close(code, reason)
+            return
         self._close_after = (code, reason)
-        self._wake.set()
+        self._slow_path()
 
     def close(self, code: int, reason: str) -> None:
         if not self.closing:
@@ -157,20 +172,26 @@ class Connection:
     # --- receiving --------------------------------------------------------------------------------------------
 
     async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        writer = loop.create_task(self._writer())
-        hello_timer = loop.call_later(self.host.settings.hello_timeout, self._hello_due)
+        ws = self.ws
+        # The handshake's headers are not needed once it is done (websockets keeps the request object itself as
+        # the sign that the handshake happened, so only its headers go).
+        ws.response = None
+        if ws.request is not None:
+            ws.request.headers.clear()
+        self._hello_timer = asyncio.get_running_loop().call_later(self.host.settings.hello_timeout, self._hello_due)
         try:
-            async for message in self.ws:
+            async for message in ws:
                 self.frames_in += 1
                 await self._on_message(message)
         except ConnectionClosed:
             pass
         finally:
-            hello_timer.cancel()
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
             for h in self.handles.values():
                 h.detach(self)
-            writer.cancel()
+            if self._writer_task is not None:
+                self._writer_task.cancel()
 
     async def _on_message(self, message: bytes | str) -> None:
         frame: Any = None
@@ -200,6 +221,9 @@ class Connection:
         if isinstance(a, C.Reply):
             self.send(a.frame)
         elif isinstance(a, C.Hello):
+            if self._hello_timer is not None:
+                self._hello_timer.cancel()
+                self._hello_timer = None
             self.send(self.host.welcome())
         elif isinstance(a, C.Open):
             h = await sessions.open(a.persona, a.params, a.model)
