@@ -97,9 +97,7 @@ class Server:
                 max_resident=s.max_resident_sessions,
             ),
         )
-        self.turns = Turns(
-            self.manager, self.pipeline, lambda model, grammar: self.engines[model].grammar_error(grammar)
-        )
+        self.turns = Turns(self.manager, self.pipeline)
         self.sessions = Sessions(self.manager, self.turns)
         self.maintenance = Maintenance(self.manager, self.store, s)
         self.metrics.watch_store(self.store, self.manager)

@@ -31,6 +31,7 @@ class TurnContext:
     first_token: float | None = None
     ended: float | None = None
     gaps: list[float] = field(default_factory=list)
+    structured: bool = False  # the grammar comes from a JSON schema (turn.end says whether the reply parses)
     code: str = ""  # set by a filter that ended the turn itself: the turn.end code (internal)
 
 

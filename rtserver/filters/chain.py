@@ -5,6 +5,7 @@ Connection chain, at the handshake (first refusal wins):
     upgrade     a plain HTTP request is told this is a WebSocket endpoint (426)
     draining    a draining node refuses new connections (503)
 Turn chain, admission phase, before ``turn.start`` (a refusal is an ``error`` frame; nothing started):
+    grammar     a grammar (or a schema's) the engine cannot use: bad_field
     admission   busy at once when the engine's queue is too long
 Turn chain, streaming phase, around the running turn (outermost first):
     errors      anything raised becomes Finish("error"); the stream always ends with one Finish
@@ -26,6 +27,7 @@ from .admission import AdmissionFilter
 from .base import AdmitFilter, ConnectionFilter, Filter, Handler, TurnContext
 from .draining import DrainingFilter
 from .errors import errors_filter
+from .grammar import GrammarFilter
 from .metrics import MetricsFilter
 from .upgrade import UpgradeFilter
 
@@ -80,6 +82,7 @@ def build_pipeline(
         ("draining", DrainingFilter(draining)),
     ]
     admit: list[tuple[str, AdmitFilter]] = [
+        ("grammar", GrammarFilter(lambda model, grammar: engines[model].grammar_error(grammar))),
         ("admission", admission),
     ]
     streaming: list[tuple[str, Filter]] = [  # outermost first

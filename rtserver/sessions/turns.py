@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import time
 import zlib
-from collections.abc import Callable
 from typing import Any
 
 import structlog
@@ -34,10 +33,6 @@ MESSAGES = {  # code -> what the client is told: never an exception's text
     "store_failed": "the turn could not be written to disk and is not in the history; the session is intact: "
     "retry the turn",
 }
-SCHEMA_REFUSED = (
-    "llama.cpp refused the grammar it becomes; the usual causes are a large maxLength, maxItems or repetition "
-    "count (llama.cpp caps how far a grammar may repeat) and regex features it lacks (\\d, \\w and \\s are supported)"
-)
 
 
 class Turns:
@@ -45,11 +40,9 @@ class Turns:
         self,
         manager: SessionManager,
         pipeline: Pipeline,
-        grammar_error: Callable[[str, str], str | None] = lambda model, grammar: None,
     ) -> None:
         self.m = manager
         self.pipeline = pipeline
-        self.grammar_error = grammar_error  # (model, GBNF) -> why the model's engine cannot use it, or None
 
     async def start(
         self,
@@ -82,11 +75,8 @@ class Turns:
         else:
             parent, continue_last = h.head, True
         rule = schema_to_grammar(schema) if schema is not None else grammar
-        if rule is not None and (why := self.grammar_error(s.data.model, rule)):
-            where = "schema" if schema is not None else "grammar"
-            raise ClientError(f"say.{where}: {SCHEMA_REFUSED if schema is not None else why}"[:300], code="bad_field")
         request = self._request(s, parent, user, continue_last, params, rule)
-        ctx = TurnContext(s.sid, h.next_tid, s.data.model, request)
+        ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None)
         self.pipeline.admit_turn(ctx)  # a refusal (busy) raises here: nothing has started, nothing to undo
         node = h.new_turn(kind, user, parent)
         node.schema, node.grammar = schema, grammar

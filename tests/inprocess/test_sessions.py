@@ -105,6 +105,7 @@ def test_the_filters_run_in_the_documented_order():
     assert pipeline.names == (
         "connection:upgrade",
         "connection:draining",
+        "admit:grammar",
         "admit:admission",
         "turn:errors",
         "turn:metrics",
