@@ -3,6 +3,7 @@ then stay open with default heartbeats. Reports the server's RSS growth per sess
 server holding the same number of idle connections, measured in the same run.
 
     python -m bench.idle --sessions 10000
+    python -m bench.idle --sessions 10000 --model     # the bundled model: its host KV is reported apart
 """
 
 from __future__ import annotations
@@ -14,8 +15,17 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from .common import pinned, rss_kib, start_bare, start_rtserver, stop, write_json
+
+
+async def turn(ws: Any, codec: Any) -> bool:
+    await ws.send(codec.encode({"t": "say", "text": "hi"}))
+    while (f := codec.decode(await ws.recv()))["t"] != "turn.end":
+        if f["t"] == "error":
+            return False
+    return True
 
 
 async def hold(url: str, n: int, protocol: bool) -> None:
@@ -41,15 +51,26 @@ async def hold(url: str, n: int, protocol: bool) -> None:
                 await ws.recv()
                 await ws.send(codec.encode({"t": "session.open", "params": {"max_tokens": 8}}))
                 await ws.recv()
-                await ws.send(codec.encode({"t": "say", "text": "hi"}))
-                while codec.decode(await ws.recv())["t"] != "turn.end":
-                    pass
+                for _ in range(1000):  # busy: the engine's queue was full, try again
+                    if await turn(ws, codec):
+                        break
+                    await asyncio.sleep(0.5)
 
     await asyncio.gather(*(one() for _ in range(n)))
     print("ready", flush=True)
     await asyncio.to_thread(sys.stdin.readline)
     for ws in conns:
         ws.transport.abort()
+
+
+def kv_host_kib(url: str) -> float:
+    import urllib.request
+
+    with urllib.request.urlopen(url.replace("ws://", "http://").rstrip("/") + "/metrics") as r:
+        for line in r.read().decode().splitlines():
+            if line.startswith("rtserver_engine_kv_host_bytes{"):
+                return float(line.split()[-1]) / 1024
+    return 0.0
 
 
 def measure(url: str, pid: int, n: int, protocol: bool, cpus: str) -> dict[str, object]:
@@ -68,10 +89,18 @@ def measure(url: str, pid: int, n: int, protocol: bool, cpus: str) -> dict[str, 
     line = client.stdout.readline()
     assert line.strip() == "ready", line
     held = rss_kib(pid)
+    kv = kv_host_kib(url) if protocol else 0.0
     client.stdin.write("\n")
     client.stdin.flush()
     client.wait()
-    return {"sessions": n, "rss_base_kib": base, "rss_held_kib": held, "kib_per_session": round((held - base) / n, 2)}
+    return {
+        "sessions": n,
+        "rss_base_kib": base,
+        "rss_held_kib": held,
+        "kib_per_session": round((held - base) / n, 2),
+        "kv_host_kib": round(kv),
+        "kib_per_session_without_kv_host": round((held - base - kv) / n, 2),
+    }
 
 
 def main() -> None:
@@ -82,6 +111,7 @@ def main() -> None:
     p.add_argument("--client-cpus", default="1")
     p.add_argument("--client", help=argparse.SUPPRESS)
     p.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--model", action="store_true", help="the bundled model instead of the scripted engine")
     a = p.parse_args()
     if a.client:
         import uvloop
@@ -91,9 +121,8 @@ def main() -> None:
     out: dict[str, list[dict[str, object]]] = {"rtserver": [], "bare_websockets": []}
     for _ in range(a.runs):
         with tempfile.TemporaryDirectory() as tmp:
-            proc, url = start_rtserver(
-                ["--engine", "scripted", "--scripted-rate", "0", "--slots", "64"], a.server_cpus, Path(tmp)
-            )
+            engine = [] if a.model else ["--engine", "scripted", "--scripted-rate", "0", "--slots", "64"]
+            proc, url = start_rtserver(engine, a.server_cpus, Path(tmp))
             try:
                 out["rtserver"].append(measure(url, proc.pid, a.sessions, True, a.client_cpus))
             finally:
@@ -104,7 +133,7 @@ def main() -> None:
         finally:
             bare.terminate()
             bare.wait()
-    path = write_json(f"idle-{a.sessions}", {"params": vars(a), **out})
+    path = write_json(f"idle-{a.sessions}{'-tiny' if a.model else ''}", {"params": vars(a), **out})
     print(json.dumps(out, indent=1))
     print(f"wrote {path}", file=sys.stderr)
 

@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 
-GAUGES = {"waiting_turns", "parked_turns"}  # engine stats that are levels now, not running totals
+GAUGES = {"waiting_turns", "parked_turns", "kv_host_bytes"}  # engine stats that are levels now, not running totals
 
 
 class _EngineCollector(Collector):

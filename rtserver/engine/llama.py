@@ -118,7 +118,10 @@ class LlamaEngine:
             self.model.close()
 
     def stats(self) -> dict[str, int]:
-        return dict(self.counters)
+        out = dict(self.counters)
+        if self.kv is not None:  # host memory held for saved KV and copies (within kv_host_mb)
+            out["kv_host_bytes"] = self.kv.host_bytes + self.kv.copies_bytes
+        return out
 
     def grammar_error(self, grammar: str) -> str | None:
         """Parse the grammar as the sampler will (llama.cpp only reads the model's vocabulary here, so this is safe
