@@ -77,7 +77,7 @@ class Turns:
         rule = schema_to_grammar(schema) if schema is not None else grammar
         request = self._request(s, parent, user, continue_last, params, rule)
         ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None)
-        self.pipeline.admit_turn(ctx)  # a refusal (busy) raises here: nothing has started, nothing to undo
+        self.pipeline.admit_turn(ctx)  # a refusal (bad grammar, busy) raises here: nothing has started
         node = h.new_turn(kind, user, parent)
         node.schema, node.grammar = schema, grammar
         turn = s.running = RunningTurn(node, request, structured=schema is not None)
@@ -88,7 +88,9 @@ class Turns:
                 log.error("tids_not_reserved", sid=s.sid, tid=node.tid, error=exc.message)
                 s.running, h.next_tid = None, node.tid  # nobody saw this id: it may be given again
                 self.pipeline.undo_admit(ctx)
-                raise StoreFailed(MESSAGES["store_failed"].replace("the turn could", "its start could")) from None
+                raise StoreFailed(
+                    "the turn could not be started: writing to disk failed; the session is intact: retry the turn"
+                ) from None
             s.reserved = node.tid + TID_BLOCK - 1
         start = F.turn_start(s.sid, 0, node.tid, kind, parent)  # type: ignore[arg-type]
         if frame_id is not None:
