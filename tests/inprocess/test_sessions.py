@@ -130,3 +130,21 @@ async def test_an_error_names_the_session_of_the_frame_that_caused_it(serve):
     await r.send({"t": "rollback", "id": 3, "sid": s["sid"], "tid": 99})
     err = await r.recv()
     assert (err["code"], err["id"], err["sid"]) == ("unknown_turn", 3, s["sid"])
+
+
+async def test_at_most_max_resident_sessions_are_in_memory_idle_ones_leave_first(serve):
+    srv = await serve(max_resident_sessions=2)
+    m = srv.server.manager
+    r = await Raw.connect(srv.url)
+    a, b = await r.open(), await r.open()
+    await r.send({"t": "session.open", "id": "third"})
+    refused, _ = await r.until("error")  # both are attached: none may leave
+    assert (refused["code"], refused["id"]) == ("busy", "third")
+    await r.close()
+    await srv.logs.wait("connection")  # the server saw the close: a and b are idle now
+    r = await Raw.connect(srv.url)
+    c = await r.open()
+    assert set(m.sessions) == {b["sid"], c["sid"]}  # the least recently used left
+    await r.send({"t": "session.open", "id": 1, "sid": a["sid"]})
+    back, _ = await r.until("session")
+    assert back["sid"] == a["sid"] and set(m.sessions) == {a["sid"], c["sid"]}

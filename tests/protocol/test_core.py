@@ -1,7 +1,6 @@
 """The session-protocol core without sockets: what each frame asks for, and the rules it keeps on its own."""
 
 import pytest
-
 from rtprotocol import ProtocolError
 from rtprotocol import core as C
 
