@@ -128,32 +128,38 @@ class Turns:
         node = turn.node
         finish, code = Finish("error"), "internal"
         try:
-            events = self.pipeline.turn(ctx)
-            try:
-                async for event in events:
-                    if isinstance(event, Token):
-                        turn.text.append(event.text)
-                        s.emit(F.delta(s.sid, 0, node.tid, event.text), self.m.wall())
-                    else:
-                        finish = event
-            finally:  # closed now even when cancelled, so every filter's own cleanup runs (admission's place)
-                close = getattr(events, "aclose", None)
-                if close is not None:
-                    await close()
+            finish = await self._stream(s, turn, ctx)
             code = ctx.code or ("engine_error" if finish.reason == "error" else "")
             if code == "engine_error":
                 log.error("turn_engine_error", sid=s.sid, tid=node.tid, error=(finish.error or "")[:300])
+        except Exception:  # the errors filter catches what the chain raises: this is a fault of the turn code
+            log.exception("turn_failed", sid=s.sid, tid=node.tid)
+        try:  # whatever happened, the turn (and the text it got to) goes into the history, or says it did not
             self._fill(node, turn, finish)
             await self.m.store.save_turn(s.sid, s.gen, node)
             s.history.commit(node)
         except StoreFailed as exc:
             log.error("turn_not_stored", sid=s.sid, tid=node.tid, error=exc.message)
             code = "store_failed"
-        except Exception:
-            log.exception("turn_failed", sid=s.sid, tid=node.tid)
-            code = "internal"
         finally:
             self._end(s, turn, ctx, finish, code)
+
+    async def _stream(self, s: Session, turn: RunningTurn, ctx: TurnContext) -> Finish:
+        """Run the turn chain, sending each token as a delta; the Finish it ended with."""
+        finish, tid = Finish("error"), turn.node.tid
+        events = self.pipeline.turn(ctx)
+        try:
+            async for event in events:
+                if isinstance(event, Token):
+                    turn.text.append(event.text)
+                    s.emit(F.delta(s.sid, 0, tid, event.text), self.m.wall())
+                else:
+                    finish = event
+        finally:  # closed now even when cancelled, so every filter's own cleanup runs (admission's place)
+            close = getattr(events, "aclose", None)
+            if close is not None:
+                await close()
+        return finish
 
     @staticmethod
     def _fill(node: Any, turn: RunningTurn, finish: Finish) -> None:

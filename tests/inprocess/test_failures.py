@@ -73,6 +73,12 @@ async def test_an_engine_failure_at_any_stage_ends_the_turn_once_and_the_next_wo
     # The session, the only admission place (max_queued_turns=0 would refuse a leaked one) and the engine are free.
     again, _ = await one_turn(r, "hello")
     assert again["reason"] == "stop" and again["tid"] == end["tid"] + 1
+    # Only store_failed leaves a turn out of the history: this one is there, with the text it got to.
+    await r.send({"t": "session.open", "id": "snap", "sid": end["sid"]})
+    snap, _ = await r.until("session")
+    failed_turn = snap["snap"]["turns"][0]
+    assert (failed_turn["tid"], failed_turn["reason"]) == (end["tid"], "error")
+    assert len(failed_turn["reply"].encode()) == end["xlen"]
     await r.close()
 
 
