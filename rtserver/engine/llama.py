@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import queue
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -29,10 +28,10 @@ from .config import EngineConfig
 from .kv import KV
 from .model import GGML_TYPES, Context, Model, stderr_silenced
 from .notes import SessionNotes
-from .outbox import Job, Outboxes, events
+from .outbox import Inbox, Job, Outboxes, events
+from .parts import Parts
 from .planner import Planner
 from .scheduler import Scheduler
-from .step import Stepper
 
 __all__ = ["GGML_TYPES", "EngineConfig", "LlamaEngine", "Model"]
 
@@ -70,7 +69,7 @@ COUNTERS = (
 class LlamaEngine:
     def __init__(
         self, path: Path, config: EngineConfig | None = None, *, clock: Callable[[], float] = time.perf_counter
-    ):
+    ) -> None:
         self.path, self.config, self.clock = path, config or EngineConfig(), clock
         self.name = self.config.name
         self.capacity = self.config.slots  # turns decoded at once
@@ -81,9 +80,8 @@ class LlamaEngine:
         self.planner: Planner | None = None
         self.notes = SessionNotes()
         self.outboxes = Outboxes()
-        self.idle = threading.Event()  # set while the worker has nothing to do and waits for a turn
-        self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()  # a job's state: queued -> running or abandoned
+        self.inbox = Inbox()
+        self.idle = self.inbox.idle  # set while the worker has nothing to do and waits for a turn
         self._thread: threading.Thread | None = None
         self._grammars: dict[bytes, str | None] = {}  # grammar's digest -> why llama.cpp refuses it, or None
 
@@ -94,20 +92,17 @@ class LlamaEngine:
 
     def load(self) -> Scheduler:
         """Load the model and the context, and wire the rooms that work on them."""
-        config, counters, clock = self.config, self.counters, self.clock
+        config, counters = self.config, self.counters
         self.model = model = Model(self.path)
         self.context = context = Context(model, config)
         self.kv = kv = KV(context, config, counters)
         self.planner = planner = Planner(model, context.n_ctx_seq, context.can_shift, counters)
-        stepper = Stepper(model, context, kv, planner, self.notes, self.outboxes, config, counters, clock)
-        return Scheduler(
-            self._jobs, self._lock, self.idle, model, kv, planner, stepper, self.notes, self.outboxes, config,
-            counters, clock,
-        )  # fmt: skip
+        parts = Parts(config, model, context, kv, planner, self.notes, self.outboxes, counters, self.clock)
+        return Scheduler(parts, self.inbox)
 
     async def close(self) -> None:
         if self._thread is not None:
-            self._jobs.put(None)
+            self.inbox.jobs.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
         self.outboxes.close()
@@ -153,7 +148,7 @@ class LlamaEngine:
 
         def cancelled() -> None:
             # Still in the queue: end it now rather than when the worker gets to it.
-            with self._lock:
+            with self.inbox.lock:
                 if job.state != "queued":
                     return
                 job.state = "abandoned"
@@ -162,5 +157,5 @@ class LlamaEngine:
         request.cancel.on_set(cancelled)
         if request.cancel.is_set():  # cancelled before it was even submitted
             cancelled()
-        self._jobs.put(job)
+        self.inbox.jobs.put(job)
         return events(job)

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .base import Event, Finish, Request
 
@@ -117,6 +119,15 @@ class Job:
     def order(self) -> tuple[int, float]:
         """Waiting turns start in this order: highest priority first, then first come, first served."""
         return (-self.request.priority, self.submitted)
+
+
+@dataclass
+class Inbox:
+    """Turns submitted on the event loops, for the worker thread (a None stops it)."""
+
+    jobs: queue.SimpleQueue[Job | None] = field(default_factory=queue.SimpleQueue)
+    lock: threading.Lock = field(default_factory=threading.Lock)  # a job's state: queued -> running or abandoned
+    idle: threading.Event = field(default_factory=threading.Event)  # set while the worker waits for a turn
 
 
 async def events(job: Job) -> AsyncIterator[Event]:

@@ -11,43 +11,26 @@ within a step or two instead of after the replies ahead of it; those replies str
 from __future__ import annotations
 
 import bisect
-import queue
-import threading
-from collections.abc import Callable
 
 import llama_cpp as C
 
 from .base import Finish
-from .config import EngineConfig
-from .kv import KV, Slot
-from .model import Model
-from .notes import SessionNotes
-from .outbox import Job, Outboxes
-from .planner import Planner, common_prefix
+from .kv import Slot
+from .outbox import Inbox, Job
+from .parts import Parts
+from .planner import common_prefix
 from .prompt import StopMatcher
 from .reuse import follow, share_prefix, shift
 from .step import Running, Stepper, ended, sampler
 
 
 class Scheduler:
-    def __init__(
-        self,
-        jobs: queue.SimpleQueue[Job | None],
-        lock: threading.Lock,
-        idle: threading.Event,
-        model: Model,
-        kv: KV,
-        planner: Planner,
-        stepper: Stepper,
-        notes: SessionNotes,
-        outboxes: Outboxes,
-        config: EngineConfig,
-        counters: dict[str, int],
-        clock: Callable[[], float],
-    ) -> None:
-        self.jobs, self.lock, self.idle, self.model = jobs, lock, idle, model
-        self.kv, self.planner, self.stepper, self.notes, self.outboxes = kv, planner, stepper, notes, outboxes
-        self.time_slice, self.counters, self.clock = config.time_slice, counters, clock
+    def __init__(self, parts: Parts, inbox: Inbox) -> None:
+        self.jobs, self.lock, self.idle, self.stepper = inbox.jobs, inbox.lock, inbox.idle, Stepper(parts)
+        self.model, self.kv, self.planner, self.notes, self.outboxes = (
+            parts.model, parts.kv, parts.planner, parts.notes, parts.outboxes,
+        )  # fmt: skip
+        self.time_slice, self.counters, self.clock = parts.config.time_slice, parts.counters, parts.clock
         self.park_s = 0.0
 
     def run(self) -> None:

@@ -15,12 +15,10 @@ import llama_cpp as C
 
 from ..errors import EngineError
 from .base import Finish, FinishReason, Request, Token
-from .config import EngineConfig
-from .kv import KV, Slot, consecutive
-from .model import Context, Model
-from .notes import SessionNotes
-from .outbox import Job, Outboxes
-from .planner import Planner
+from .kv import Slot, consecutive
+from .model import Model
+from .outbox import Job
+from .parts import Parts
 from .prompt import StopMatcher
 from .reuse import catch_up
 
@@ -52,20 +50,11 @@ class Running:
 
 
 class Stepper:
-    def __init__(
-        self,
-        model: Model,
-        context: Context,
-        kv: KV,
-        planner: Planner,
-        notes: SessionNotes,
-        outboxes: Outboxes,
-        config: EngineConfig,
-        counters: dict[str, int],
-        clock: Callable[[], float],
-    ) -> None:
-        self.model, self.context, self.ctx, self.kv, self.planner = model, context, context.ptr, kv, planner
-        self.notes, self.outboxes, self.counters, self.clock = notes, outboxes, counters, clock
+    def __init__(self, parts: Parts) -> None:
+        config, context = parts.config, parts.context
+        self.model, self.context, self.ctx = parts.model, context, context.ptr
+        self.kv, self.planner = parts.kv, parts.planner
+        self.notes, self.outboxes, self.counters, self.clock = parts.notes, parts.outboxes, parts.counters, parts.clock
         self.n_batch, self.n_ctx_seq, self.chunk = config.n_batch, context.n_ctx_seq, config.chunk
         self.prefill_first, self.decode_ahead = config.prefill_first, config.decode_ahead
         self.prefilled_last = False  # the last step was prompts alone (prefill_first): the next is the others'
