@@ -29,6 +29,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from .errors import RtError, to_error_frame
+from .filters import Pipeline
 from .metrics import Metrics
 from .sessions.handle import SessionHandle, Sessions
 from .settings import Settings
@@ -45,7 +46,7 @@ class Host(Protocol):
     settings: Settings
     metrics: Metrics
     sessions: Sessions
-    draining: bool
+    pipeline: Pipeline
 
     def welcome(self) -> F.Frame: ...
 
@@ -197,7 +198,8 @@ class Connection:
         frame: Any = None
         try:
             frame = validate_client_frame(self.codec.decode(message))
-            self.core.draining = self.host.draining
+            for f in self.host.pipeline.connection:
+                f.frame(frame)
             await self._do(self.core.receive(frame))
         except ProtocolError as exc:
             self._refuse(exc, frame)

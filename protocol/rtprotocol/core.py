@@ -1,7 +1,7 @@
 """The session-protocol core of one connection, sans-I/O: validated client frames in, actions out.
 
 It decides what each frame asks for (the hello gate, which session a frame means, the per-connection session
-cap, what a draining server refuses) without sockets, clocks, stores or engines, so the server, the replay tool
+cap) without sockets, clocks, stores or engines, so the server, the replay tool
 and the tests drive the same rules. The caller carries out each action and reports back what became of it
 (``attached``, ``detached``); refusals are raised as ``ProtocolError`` with a stable code.
 
@@ -104,7 +104,6 @@ class ConnectionCore:
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
         self.hello = False
-        self.draining = False  # the server is restarting: no new sessions or turns
         self.attached: dict[str, None] = {}  # the sessions this connection is attached to, oldest first
         self.default_sid: str | None = None  # the session a frame without `sid` means
 
@@ -117,8 +116,6 @@ class ConnectionCore:
             return Hello(fid)
         if not self.hello:
             raise ProtocolError("not_ready", "send hello first", frame_id=fid)
-        if self.draining and kind in (*TURN_FRAMES, "session.open"):
-            raise ProtocolError("shutting_down", "the server is restarting; reconnect and resume", frame_id=fid)
         params = frame.get("params") or {}
         if kind == "session.open":
             if frame.get("sid"):

@@ -3,7 +3,8 @@
     Handler         (TurnContext) -> AsyncIterator[Event]         a running turn's events
     Filter          (TurnContext, Handler) -> AsyncIterator[Event] wraps the running turn (streaming phase)
     AdmitFilter     admit(ctx) before turn.start, may refuse by raising; undo(ctx) if a later one refused
-    ConnectionFilter handshake(path, headers) -> refusal or None; frame(kind) before a frame is carried out
+    ConnectionFilter handshake(path, headers) -> refusal or None; frame(frame) before a frame is carried out,
+                    refusing it by raising (an error frame; the connection stays open)
 
 Filters hold settings only; per-turn data lives in the ``TurnContext``, per-connection data on the connection.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from ..engine.base import Event, Request
 
@@ -50,3 +51,4 @@ class Refusal:
 
 class ConnectionFilter(Protocol):
     def handshake(self, path: str, headers: dict[str, str]) -> Refusal | None: ...
+    def frame(self, frame: dict[str, Any]) -> None: ...

@@ -1,9 +1,9 @@
 """``build_pipeline``: the one place that decides which filters run, and in what order. It reads top to bottom
 in the order they run.
 
-Connection chain, at the handshake (first refusal wins):
+Connection chain, at the handshake (first refusal wins) and on each frame before it is carried out:
     upgrade     a plain HTTP request is told this is a WebSocket endpoint (426)
-    draining    a draining node refuses new connections (503)
+    draining    a draining node refuses new connections (503), and new sessions and turns (shutting_down)
 Turn chain, admission phase, before ``turn.start`` (a refusal is an ``error`` frame; nothing started):
     grammar     a grammar (or a schema's) the engine cannot use: bad_field
     admission   busy at once when the engine's queue is too long

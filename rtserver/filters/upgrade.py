@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from .base import Refusal
 
 
@@ -13,4 +15,7 @@ class UpgradeFilter:
                 "rtserver: this is a WebSocket endpoint (ws://host:port/, subprotocol rt.v1.msgpack or rt.v1.json); "
                 "see /healthz, /readyz, /metrics\n",
             )
+        return None
+
+    def frame(self, frame: dict[str, Any]) -> None:
         return None

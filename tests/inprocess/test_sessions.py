@@ -148,3 +148,23 @@ async def test_at_most_max_resident_sessions_are_in_memory_idle_ones_leave_first
     await r.send({"t": "session.open", "id": 1, "sid": a["sid"]})
     back, _ = await r.until("session")
     assert back["sid"] == a["sid"] and set(m.sessions) == {a["sid"], c["sid"]}
+
+
+def test_a_draining_node_refuses_new_sessions_and_turns_but_not_cancels():
+    import pytest
+    from rtprotocol import ProtocolError
+
+    from rtserver.filters.draining import DrainingFilter
+
+    draining = False
+    f = DrainingFilter(lambda: draining)
+    f.frame({"t": "say", "text": "hi"})
+    assert f.handshake("/", {}) is None
+    draining = True
+    for kind in ("say", "regenerate", "continue", "session.open"):
+        with pytest.raises(ProtocolError) as info:
+            f.frame({"t": kind, "id": 4})
+        assert (info.value.code, info.value.frame_id) == ("shutting_down", 4)
+    for kind in ("cancel", "session.resume", "session.close", "ping"):
+        f.frame({"t": kind})
+    assert f.handshake("/", {}).status == 503

@@ -44,13 +44,3 @@ def test_naming_a_session_not_attached_asks_for_an_attach_within_the_cap():
     assert refused(core, {"t": "rollback", "sid": "y", "tid": 0}) == "too_many_sessions"
     assert refused(core, {"t": "session.open"}) == "too_many_sessions"
     assert core.receive({"t": "session.resume", "sid": "x", "ep": "e", "last_seq": 4}) == C.Resume(None, "x", "e", 4)
-
-
-def test_a_draining_server_takes_no_new_sessions_or_turns_but_still_cancels():
-    core = ready()
-    core.attached_to("a")
-    core.draining = True
-    assert refused(core, {"t": "say", "text": "hi"}) == "shutting_down"
-    assert refused(core, {"t": "session.open"}) == "shutting_down"
-    assert core.receive({"t": "cancel"}) == C.Cancel(None, "a", False)
-    assert core.receive({"t": "session.close"}) == C.Close(None, "a", False)
