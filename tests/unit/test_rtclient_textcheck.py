@@ -15,7 +15,7 @@ def _session_frame(seq=0, **extra):
 
 def _client_with_turn(fid=7):
     """A client holding one session with a say in flight (frame id ``fid``), as after Session.say sent it."""
-    from rtclient.client import Session
+    from rtclient.session import Session
 
     client = Client("ws://unused/")
     session = client.sessions[SID] = Session(client, _session_frame())
