@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 import structlog
 
@@ -44,8 +45,7 @@ class Maintenance:
                 await task
         self._tasks.clear()
 
-    async def _every(self, period: float, job: object, *, now: bool = False) -> None:
-        assert callable(job)
+    async def _every(self, period: float, job: Callable[[], Awaitable[None]], *, now: bool = False) -> None:
         if not now:
             await asyncio.sleep(period)
         while True:

@@ -3,14 +3,14 @@ It changes nothing (a torn tail is reported, not cut); the exit status is 1 when
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from .journal import scan
 from .local import LocalStore
 
 
-def check(data_dir: Path, *, out: object = print) -> int:
-    assert callable(out)
+def check(data_dir: Path, *, out: Callable[[str], object] = print) -> int:
     store = LocalStore(data_dir, "check")
     files = records = damaged = torn = 0
     for path in sorted(store.files()):

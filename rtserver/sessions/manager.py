@@ -188,7 +188,7 @@ class SessionManager:
             self.page_out(s)
         for s in self.sessions.values():
             if s.last_frame_at and wall - s.last_frame_at >= c.frame_log_ttl and s.log.first_seq <= s.log.last_seq:
-                s.forget_frames()
+                s.log.age_out()
                 log.info("frames_aged_out", sid=s.sid, seq=s.log.last_seq)
         return len(out)
 

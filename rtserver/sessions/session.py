@@ -81,10 +81,6 @@ class Session:
         for sub in tuple(self.subscribers):
             sub.push(data)
 
-    def forget_frames(self) -> None:
-        """Drop the kept frames (``frame_log_ttl``), keeping the epoch and seq: a resume gets a snapshot."""
-        self.log = FrameLog(self.log.epoch, self.capacity, self.log.last_seq)
-
     def log_state(self) -> FrameLogState:
         frames = self.log.resume(self.log.epoch, self.log.first_seq - 1).items
         return FrameLogState(self.log.epoch, self.log.last_seq, frames, self.last_frame_at)

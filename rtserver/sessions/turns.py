@@ -21,6 +21,7 @@ from ..engine.base import Finish, Message, Request, Token
 from ..engine.grammar import parses, schema_to_grammar
 from ..errors import ClientError, StoreFailed
 from ..filters import Pipeline, TurnContext
+from .history import TurnNode
 from .manager import SessionManager
 from .session import RunningTurn, Session
 from .store import TID_BLOCK
@@ -162,7 +163,7 @@ class Turns:
         return finish
 
     @staticmethod
-    def _fill(node: Any, turn: RunningTurn, finish: Finish) -> None:
+    def _fill(node: TurnNode, turn: RunningTurn, finish: Finish) -> None:
         node.reply, node.reason = "".join(turn.text), finish.reason
         node.usage = {
             "prompt": finish.prompt_tokens,
