@@ -54,6 +54,19 @@ def _parser() -> argparse.ArgumentParser:
         choices=CACHE_TYPES,
         help=f"KV cache type of keys, as llama.cpp's -ctk (default {d.cache_type_k})",
     )
+    s.add_argument(
+        "--redis",
+        dest="redis_url",
+        metavar="URL",
+        help="share sessions, frame logs and cached replies with other nodes through Redis "
+        "(redis://host:6379/0, rediss:// for TLS, redis+sentinel://); without it a node keeps its sessions itself",
+    )
+    s.add_argument("--node-id", help="this node's name in the fleet (default: host name and process id)")
+    s.add_argument(
+        "--lease-ttl",
+        type=float,
+        help=f"with --redis: seconds a dead node's sessions wait before another node takes them (default {d.lease_ttl})",
+    )
     s.add_argument("--resume-grace", type=float, help=f"seconds a turn outlives its clients (default {d.resume_grace})")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     j = sub.add_parser("journal", help="inspect the session journal under a data dir")

@@ -44,6 +44,9 @@ class Settings:
     cache_type_k: str = "q8_0"  # KV cache type of keys: f16 | bf16 | f32 | q8_0 | q5_1 | q5_0 | q4_1 | q4_0
     cache_type_v: str = "f16"  # of values: f16 | bf16 | f32; quantized (q8_0 ...) only with flash_attn = on
     node_id: str = ""  # defaults to the host name and process id
+    redis_url: str = ""  # redis:// rediss:// or redis+sentinel:// — sessions, frame logs and replies shared by nodes
+    lease_ttl: float = 3.0  # seconds a node's lease on its sessions lasts unless renewed (failover time)
+    redis_timeout: float = 0.5  # seconds one Redis call may take before the node treats Redis as down
     frame_log: int = 1024  # frames kept per session for resume
     frame_log_ttl: float = 600.0  # seconds a session's frames are kept after its last one (then: a snapshot)
     session_idle_s: float = 300.0  # a session nobody is attached to leaves memory after this long unused

@@ -169,3 +169,14 @@ def bundled_model() -> Path:
     path = ROOT / "rtserver" / "models" / "rtserver-tiny-q4_0.gguf"
     require(path.is_file(), f"the bundled model {path} is missing")
     return path
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[object]:
+    """A real ``redis-server`` on a free port (appendonly, fsync always), stopped after the test."""
+    from .redisproc import RedisProc
+
+    require(RedisProc.available(), "redis-server is not installed (apt-get install redis-server)")
+    r = RedisProc(tmp_path / "redis").start()
+    yield r
+    r.stop()
