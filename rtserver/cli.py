@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument(
         "--lease-ttl",
         type=float,
-        help=f"with --redis: seconds a dead node's sessions wait before another node takes them (default {d.lease_ttl})",
+        help=f"with --redis: seconds before a dead node's sessions move to another (default {d.lease_ttl})",
     )
     s.add_argument("--resume-grace", type=float, help=f"seconds a turn outlives its clients (default {d.resume_grace})")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
