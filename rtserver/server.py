@@ -32,11 +32,13 @@ from .connection import CLOSE_TIMEOUT, Connection
 from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
 from .filters import build_pipeline
+from .fleet import Fleet
 from .maintenance import Maintenance
 from .metrics import Metrics
 from .sessions.handle import Sessions
 from .sessions.local import LocalStore
 from .sessions.manager import SessionConfig, SessionManager
+from .sessions.store import Store
 from .sessions.turns import Turns
 from .settings import Settings
 
@@ -81,7 +83,13 @@ class Server:
         self.metrics = Metrics()
         self.engines = engines if engines is not None else make_engines(s)  # given: in-process tests
         self.metrics.watch_engines(lambda: {name: e.stats() for name, e in self.engines.items()})
-        self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
+        self.fleet: Fleet | None = None
+        self.store: Store
+        if s.redis_url:
+            self.fleet = Fleet(s, self.node_id)
+            self.store = self.fleet.store
+        else:
+            self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
         self.pipeline = build_pipeline(s, self.engines, self.metrics, lambda: self.draining)
         self.manager = SessionManager(
             self.store,
@@ -98,7 +106,9 @@ class Server:
             ),
         )
         self.turns = Turns(self.manager, self.pipeline)
-        self.sessions = Sessions(self.manager, self.turns)
+        self.sessions = (
+            Sessions(self.manager, self.turns) if self.fleet is None else self.fleet.bind(self.manager, self.turns)
+        )
         self.maintenance = Maintenance(self.manager, self.store, s)
         self.metrics.watch_store(self.store, self.manager)
         self.connections: set[Connection] = set()
@@ -198,7 +208,14 @@ class Server:
             await engine.start()
         log.info("models_ready", seconds=round(time.perf_counter() - t0, 2))
         await self.store.open()
-        log.info("store_open", data_dir=s.data_dir, filters=list(self.pipeline.names))
+        if self.fleet is not None:
+            await self.fleet.start()
+        log.info(
+            "store_open",
+            store="redis" if self.fleet else "local",
+            data_dir=None if self.fleet else s.data_dir,
+            filters=list(self.pipeline.names),
+        )
         # What exists now (modules, the model) lives as long as the process: keep it out of the collector's
         # full passes, which otherwise stall the loop for tens of ms on a large heap.
         gc.collect()
@@ -234,6 +251,8 @@ class Server:
             await self._drain(server)
         await self.maintenance.stop()
         await self.manager.park_all()
+        if self.fleet is not None:
+            await self.fleet.stop()
         await self.store.close()
         for engine in self.engines.values():
             await engine.close()
@@ -247,6 +266,8 @@ class Server:
             connections=len(self.connections),
         )
         await self.turns.drain(self.settings.drain_timeout)
+        if self.fleet is not None:  # hand every session back first, so the clients' resumes elsewhere recover
+            await self.manager.park_all()
         for conn in list(self.connections):
             conn.close_after_flush(E.CLOSE_RESTART, "server restart: reconnect and resume")
         server.close(close_connections=False)

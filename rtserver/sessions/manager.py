@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from ..errors import Busy, ClientError, StoreFailed
-from .session import Session, Subscriber
+from .session import FrameHook, Session, Subscriber
 from .store import SessionData, Store
 
 log = structlog.get_logger("rtserver.sessions")
@@ -53,6 +53,7 @@ class SessionManager:
         self._loading: dict[str, asyncio.Task[Session]] = {}
         self._parking: dict[str, asyncio.Task[None]] = {}
         self.paged_in = self.paged_out = 0
+        self.on_frame: FrameHook | None = None  # where each numbered frame also goes (the Redis frame stream)
 
     # --- finding and creating sessions ------------------------------------------------------------------------
 
@@ -78,7 +79,9 @@ class SessionManager:
                 "no session with this id: it was closed, expired or never existed; open a new one",
                 code="unknown_session",
             )
-        s = Session.loaded(found, self.config.frame_log, gen=await self.store.acquire(sid), now=self.clock())
+        gen = found.gen or await self.store.acquire(sid)
+        s = Session.loaded(found, self.config.frame_log, gen=gen, now=self.clock())
+        s.on_frame = self.on_frame
         self.sessions[sid] = s
         self.paged_in += 1
         return s
@@ -96,6 +99,7 @@ class SessionManager:
         gen = await self.store.acquire(data.sid)
         reserved = await self.store.create(data, gen)
         s = self.sessions[data.sid] = Session(data, self.config.frame_log, gen=gen, reserved=reserved, now=self.clock())
+        s.on_frame = self.on_frame
         return s
 
     def check_text(self, text: str | None, field: str) -> None:

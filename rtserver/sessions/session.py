@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from rtprotocol import FrameLog, encode_msgpack
@@ -20,6 +21,10 @@ from .store import FrameLogState, Loaded, SessionData
 
 class Subscriber(Protocol):
     def push(self, data: bytes) -> None: ...
+    def close(self, code: int, reason: str) -> None: ...
+
+
+FrameHook = Callable[["Session", bytes, float], None]
 
 
 class RunningTurn:
@@ -47,6 +52,7 @@ class Session:
         self.grace: asyncio.TimerHandle | None = None
         self.last_used = now  # monotonic: when a frame last named it (idle sessions leave memory)
         self.last_frame_at = 0.0  # wall clock: when its last frame was numbered (frame logs age out)
+        self.on_frame: FrameHook | None = None  # each numbered frame also goes here (Redis: the frame stream)
 
     @classmethod
     def loaded(cls, found: Loaded, capacity: int, *, gen: int, now: float) -> Session:
@@ -80,6 +86,8 @@ class Session:
         self.last_frame_at = now
         for sub in tuple(self.subscribers):
             sub.push(data)
+        if self.on_frame is not None:
+            self.on_frame(self, data, now)
 
     def log_state(self) -> FrameLogState:
         frames = self.log.resume(self.log.epoch, self.log.first_seq - 1).items

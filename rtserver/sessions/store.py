@@ -49,6 +49,15 @@ class Loaded:
     data: SessionData
     reserved: int  # turn ids up to this one may be given out without another write
     log: FrameLogState | None  # None: the session did not leave memory cleanly (a new epoch starts)
+    gen: int = 0  # set by a store that takes ownership as it loads (Redis); 0: ``acquire`` it after
+
+
+class OwnedElsewhere(Exception):
+    """Another live node owns the session: relay to it rather than load it here."""
+
+    def __init__(self, owner: str) -> None:
+        super().__init__(owner)
+        self.owner = owner
 
 
 class Store(Protocol):

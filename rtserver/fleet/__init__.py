@@ -1,0 +1,70 @@
+"""Nodes sharing sessions through Redis (``--redis``): the store, the node lease, the relay of frames to clients
+on other nodes and the forwarding of their requests to a session's owner. See docs/adr/0007."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+import redis.asyncio as aioredis
+import structlog
+
+from ..sessions.manager import SessionManager
+from ..sessions.session import Session
+from ..sessions.turns import Turns
+from ..settings import Settings
+from .lease import NodeLease
+from .relay import Relay
+from .remote import FleetSessions
+from .rpc import Rpc
+from .store import RedisStore
+
+log = structlog.get_logger("rtserver.fleet")
+
+
+def connect(url: str, timeout: float | None) -> Any:
+    """A client for ``url`` (redis:// or rediss://); ``timeout`` None for blocking reads and subscriptions."""
+    return aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout or 5.0)
+
+
+class Fleet:
+    def __init__(self, settings: Settings, node_name: str) -> None:
+        s = settings
+        # Each start is a new owner: sessions a crashed incarnation held are taken over, never silently resumed.
+        self.node_id = f"{node_name}.{secrets.token_hex(3)}"
+        self.redis = connect(s.redis_url, s.redis_timeout)
+        self.blocking = connect(s.redis_url, None)
+        self.store = RedisStore(self.redis, self.node_id, frame_log=s.frame_log, frame_log_ttl=s.frame_log_ttl,
+                                session_ttl=s.session_ttl)  # fmt: skip
+        self.lease = NodeLease(self.redis, self.node_id, s.lease_ttl)
+        self.store.alive = self.lease.alive
+        self.rpc = Rpc(self.redis, self.blocking, self.node_id, timeout=max(0.5, s.lease_ttl / 3), attempts=6)
+        self.rpc.alive = self.lease.alive
+        self.relay: Relay | None = None
+        self.sessions: FleetSessions | None = None
+
+    def bind(self, manager: SessionManager, turns: Turns) -> FleetSessions:
+        self.relay = Relay(self.redis, self.blocking, lambda sid: sid in manager.sessions)
+        self.sessions = FleetSessions(manager, turns, self.store, self.relay, self.rpc)
+        manager.on_frame = self._frame
+        return self.sessions
+
+    def _frame(self, s: Session, data: bytes, now: float) -> None:
+        self.store.frames.add(s.sid, s.gen, s.log.epoch, s.log.last_seq, now, data)
+
+    async def start(self) -> None:
+        assert self.relay is not None
+        self.rpc.start()
+        self.relay.start()
+        await self.lease.start()
+        log.info("fleet_joined", node=self.node_id, lease_ttl=self.lease.ttl)
+
+    async def stop(self) -> None:
+        """After every session was handed back: stop answering, let the lease go, close the clients."""
+        await self.store.frames.drain()
+        await self.rpc.close()
+        if self.relay is not None:
+            await self.relay.close()
+        await self.lease.stop()
+        await self.redis.aclose()
+        await self.blocking.aclose()

@@ -1,0 +1,162 @@
+"""Sessions across nodes: ``FleetSessions`` hands out a ``LocalHandle`` for a session this node owns (or takes)
+and a ``RemoteHandle`` for one a live node owns: its frames come through the relay, its requests go to the owner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from rtprotocol import Resume
+from rtprotocol import frames as F
+
+from ..errors import Busy, ClientError
+from ..sessions.handle import LocalHandle, SessionHandle, Sessions
+from ..sessions.manager import SessionManager
+from ..sessions.session import Session, Subscriber
+from ..sessions.store import OwnedElsewhere
+from ..sessions.turns import Turns
+from .relay import Relay
+from .rpc import OwnerGone, Rpc
+from .store import RedisStore
+
+log = structlog.get_logger("rtserver.fleet")
+
+UNKNOWN = "no session with this id: it was closed, expired or never existed; open a new one"
+
+
+class FleetSessions(Sessions):
+    def __init__(self, manager: SessionManager, turns: Turns, store: RedisStore, relay: Relay, rpc: Rpc) -> None:
+        super().__init__(manager, turns)
+        self.store, self.relay, self.rpc = store, relay, rpc
+        rpc.handler = self.serve
+
+    async def get(self, sid: str) -> SessionHandle:
+        try:
+            return await self.local(sid)
+        except OwnedElsewhere as elsewhere:
+            return await self.remote(sid, elsewhere.owner)
+
+    async def local(self, sid: str) -> LocalHandle:
+        s = await self.manager.get(sid)
+        self._adopt(s)
+        return LocalHandle(s, self.manager, self.turns)
+
+    def _adopt(self, s: Session) -> None:
+        """Clients that followed this session through the relay now follow it here, from where they were."""
+        epoch, subs = self.relay.take_subscribers(s.sid)
+        for sub, last in subs.items():
+            r: Resume[bytes] = s.log.resume(epoch or "", last)
+            if not r.recovered:
+                sub.close(1012, "the session moved to this node and its frames did not: resume")
+                continue
+            for data in r.items:
+                sub.push(data)
+            self.manager.attach(s, sub)
+
+    async def remote(self, sid: str, owner: str) -> SessionHandle:
+        await self.relay.watch(sid)
+        found = await self.store.view(sid)
+        if found is None:
+            self.relay.forget(sid)
+            raise ClientError(UNKNOWN, code="unknown_session")
+        loaded, owner, _ = found
+        assert loaded.log is not None
+        view = Session.loaded(loaded, self.manager.config.frame_log, gen=0, now=self.manager.clock())
+        self.relay.known(sid, view.log.epoch, view.log.last_seq)
+        return RemoteHandle(self, view, owner)
+
+    async def serve(self, sid: str, op: str, args: dict[str, Any]) -> None:
+        """The owner's side of a forwarded request."""
+        try:
+            h = await self.local(sid)
+        except OwnedElsewhere:
+            raise OwnerGone(sid) from None
+        await self.carry_out(h, op, args)
+
+    @staticmethod
+    async def carry_out(h: LocalHandle, op: str, args: dict[str, Any]) -> None:
+        if op == "turn":
+            await h.turn(args["kind"], args["user"], args["params"], args["id"],
+                         schema=args.get("schema"), grammar=args.get("grammar"))  # fmt: skip
+        elif op == "cancel":
+            await h.cancel(if_running=bool(args.get("if_running")))
+        elif op == "rollback":
+            await h.rollback(int(args["tid"]))
+        elif op == "update":
+            await h.update(args.get("persona"), args.get("params") or {})
+        elif op == "close":
+            await h.close()
+        else:
+            raise ClientError(f"unknown forwarded request {op!r}", code="internal")
+
+
+class RemoteHandle:
+    """A session another node owns. ``view`` is its state as read from Redis, for the replies to open, attach and
+    resume; live frames come through the relay. If the owner goes (a clean hand-over, or its lease expired), the
+    next request finds the session's new place, or takes the session itself."""
+
+    def __init__(self, fleet: FleetSessions, view: Session, owner: str) -> None:
+        self.fleet, self.view, self.owner = fleet, view, owner
+        self.local: LocalHandle | None = None
+        self.subs: set[Subscriber] = set()
+
+    @property
+    def sid(self) -> str:
+        return self.view.sid
+
+    @property
+    def alive(self) -> bool:
+        return self.local.alive if self.local is not None else self.sid in self.fleet.relay.watches
+
+    def frame(self, frame_id: Any = None, *, snapshot: bool = False) -> F.Frame:
+        return self.view.session_frame(frame_id=frame_id, snapshot=snapshot)
+
+    def resume(self, epoch: str, last_seq: int, frame_id: Any) -> tuple[F.Frame, list[bytes]]:
+        r: Resume[bytes] = self.view.log.resume(epoch, last_seq)
+        if r.recovered:
+            return self.view.session_frame(frame_id=frame_id, recovered=True), r.items
+        return self.view.session_frame(frame_id=frame_id, recovered=False, why=r.why, snapshot=True), []
+
+    def attach(self, sub: Subscriber) -> None:
+        if self.local is not None:
+            self.local.attach(sub)
+            return
+        self.subs.add(sub)
+        self.fleet.relay.attach(self.sid, sub, self.view.log.last_seq)
+
+    def detach(self, sub: Subscriber) -> None:
+        if self.local is not None:
+            self.local.detach(sub)
+            return
+        self.subs.discard(sub)
+        self.fleet.relay.detach(self.sid, sub)
+
+    async def _call(self, op: str, **args: Any) -> None:
+        for _ in range(3):
+            if self.local is not None:
+                return await self.fleet.carry_out(self.local, op, args)
+            try:
+                return await self.fleet.rpc.call(self.owner, self.sid, op, args)
+            except OwnerGone:
+                log.info("session_owner_gone", sid=self.sid, owner=self.owner)
+            try:  # take it here, or learn its new owner
+                self.local = await self.fleet.local(self.sid)
+            except OwnedElsewhere as elsewhere:
+                self.owner = elsewhere.owner
+        raise Busy("the session is moving between nodes; retry shortly", retry_after=1.0)
+
+    async def turn(self, kind: str, user: str | None, params: dict[str, Any], frame_id: Any, **rule: Any) -> None:
+        await self._call("turn", kind=kind, user=user, params=params, id=frame_id, **rule)
+
+    async def cancel(self, *, if_running: bool = False) -> None:
+        await self._call("cancel", if_running=if_running)
+
+    async def rollback(self, tid: int) -> None:
+        await self._call("rollback", tid=tid)
+
+    async def update(self, persona: str | None, params: dict[str, Any]) -> None:
+        await self._call("update", persona=persona, params=params)
+
+    async def close(self) -> None:
+        await self._call("close")
