@@ -70,3 +70,5 @@ class RedisProc:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill() if kill else self.proc.terminate()
             self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()

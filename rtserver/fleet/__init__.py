@@ -17,7 +17,7 @@ from .lease import NodeLease
 from .relay import Relay
 from .remote import FleetSessions
 from .rpc import Rpc
-from .store import RedisStore
+from .store import RedisStore, pack
 
 log = structlog.get_logger("rtserver.fleet")
 
@@ -42,6 +42,7 @@ class Fleet:
         self.rpc.alive = self.lease.alive
         self.relay: Relay | None = None
         self.sessions: FleetSessions | None = None
+        self._marked: dict[str, int] = {}  # sid -> the running turn already recorded in Redis
 
     def bind(self, manager: SessionManager, turns: Turns) -> FleetSessions:
         self.relay = Relay(self.redis, self.blocking, lambda sid: sid in manager.sessions)
@@ -50,7 +51,15 @@ class Fleet:
         return self.sessions
 
     def _frame(self, s: Session, data: bytes, now: float) -> None:
-        self.store.frames.add(s.sid, s.gen, s.log.epoch, s.log.last_seq, now, data)
+        running = b""
+        r = s.running
+        if r is not None and self._marked.get(s.sid) != r.node.tid:  # the turn.start of a new turn
+            self._marked[s.sid] = r.node.tid
+            n = r.node
+            running = pack({"tid": n.tid, "parent": n.parent, "kind": n.kind, "user": n.user})
+        elif r is None:
+            self._marked.pop(s.sid, None)
+        self.store.frames.add(s.sid, s.gen, s.log.epoch, s.log.last_seq, now, data, running)
 
     async def start(self) -> None:
         assert self.relay is not None

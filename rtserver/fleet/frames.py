@@ -34,6 +34,7 @@ class _Batch:
     first: int  # seq of frames[0]
     at: float
     frames: list[bytes] = field(default_factory=list)
+    running: bytes = b""  # a turn started in this batch: who asked what (for a takeover to report it)
 
 
 class FrameSink:
@@ -58,7 +59,7 @@ class FrameSink:
         if self._task is not None:
             self._task.cancel()
 
-    def add(self, sid: str, gen: int, epoch: str, seq: int, at: float, data: bytes) -> None:
+    def add(self, sid: str, gen: int, epoch: str, seq: int, at: float, data: bytes, running: bytes = b"") -> None:
         b = self._pending.get(sid)
         if b is None or b.epoch != epoch or b.gen != gen:
             if b is not None:  # a new epoch or owner in the same batch window: the old frames go first
@@ -66,6 +67,8 @@ class FrameSink:
             b = self._pending[sid] = _Batch(gen, epoch, seq, at)
         b.frames.append(data)
         b.at = at
+        if running:
+            b.running = running
         self._idle.clear()
         self._wake.set()
 
@@ -91,7 +94,7 @@ class FrameSink:
             sid = key.split("\0", 1)[0]
             order.append(sid)
             msg = pack([b.epoch, b.first, b.frames])
-            args: list[Any] = [b.gen, b.epoch, b.first, self.maxlen, self.ttl_ms, b.at, msg, *b.frames]
+            args: list[Any] = [b.gen, b.epoch, b.first, self.maxlen, self.ttl_ms, b.at, msg, b.running, *b.frames]
             await self._append(keys=session_keys(sid), args=args, client=pipe)
         try:
             results = await pipe.execute(raise_on_error=False)

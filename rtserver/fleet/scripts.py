@@ -8,9 +8,9 @@ session's ``gen`` has moved on: a node that lost its lease can never overwrite t
 
 from __future__ import annotations
 
-# KEYS: s f. ARGV: me, owner-as-seen, now. A session is taken when nobody owns it (it was parked cleanly: its
-# epoch, seq and frames carry on) or when its owner is dead (a crash: the frames the dead owner may have sent
-# but never wrote cannot be trusted, so the epoch ends and the stream goes).
+# KEYS: s f. ARGV: me, owner-as-seen, now, a new epoch. A session is taken when nobody owns it (it was parked
+# cleanly: its epoch, seq and frames carry on) or when its owner is dead (a crash: the frames the dead owner may
+# have sent but never wrote cannot be trusted, so a new epoch starts and the stream goes).
 ACQUIRE = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return {-1, ''} end
 local owner = redis.call('HGET', KEYS[1], 'owner') or ''
@@ -21,7 +21,7 @@ local how = 'clean'
 if owner ~= '' or redis.call('HGET', KEYS[1], 'clean') ~= '1' then
   how = 'takeover'
   redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', '', 'seq', 0)
+  redis.call('HSET', KEYS[1], 'epoch', ARGV[4], 'seq', 0)
 end
 redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'clean', '0', 'used', ARGV[3])
 return {gen, how}
@@ -48,13 +48,15 @@ redis.call('DEL', KEYS[1], KEYS[2], KEYS[3])
 return 1
 """
 
-# KEYS: s f c. ARGV: gen, epoch, first seq, maxlen, frames ttl_ms, at, message, frame... Appends a batch of a
-# session's frames to its stream (stream id = seq) and relays them on its channel as one message.
+# KEYS: s f c. ARGV: gen, epoch, first seq, maxlen, frames ttl_ms, at, message, running, frame... Appends a
+# batch of a session's frames to its stream (stream id = seq) and relays them on its channel as one message;
+# ``running`` (when not empty) records the turn that started, so a takeover can say it was lost.
 APPEND = """
 if redis.call('HGET', KEYS[1], 'gen') ~= ARGV[1] then return -1 end
+if ARGV[8] ~= '' then redis.call('HSET', KEYS[1], 'running', ARGV[8]) end
 local seq = tonumber(ARGV[3])
 local maxlen = ARGV[4]
-for i = 8, #ARGV do
+for i = 9, #ARGV do
   redis.call('XADD', KEYS[2], 'MAXLEN', '~', maxlen, seq .. '-0', 'd', ARGV[i])
   seq = seq + 1
 end

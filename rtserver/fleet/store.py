@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 
 from ..errors import Fenced, StoreFailed
 from ..sessions.history import TurnNode
+from ..sessions.session import new_epoch
 from ..sessions.store import TID_BLOCK, FrameLogState, Loaded, OwnedElsewhere, SessionData
 from . import scripts
 from .frames import FrameSink
@@ -102,7 +103,8 @@ class RedisStore:
         s, _, f, _ = keys(sid)
         seen = ""
         for _ in range(4):  # the owner can change between the look and the script: look again
-            gen, how = await self._call("acquire", self._acquire(keys=[s, f], args=[self.node_id, seen, time.time()]))
+            args: list[Any] = [self.node_id, seen, time.time(), new_epoch()]
+            gen, how = await self._call("acquire", self._acquire(keys=[s, f], args=args))
             how = how.decode() if isinstance(how, bytes) else str(how)
             if gen != -2:
                 return int(gen), how
@@ -131,15 +133,26 @@ class RedisStore:
             h.next_tid = max(h.next_tid, found.reserved + 1)
         else:
             h.next_tid = max(h.next_tid, int(state.get(b"next_tid", 1)))
-            found.log = FrameLogState(
-                state.get(b"epoch", b"").decode(),
-                int(state.get(b"seq", 0)),
-                [e[1][b"d"] for e in entries],
-                float(state.get(b"at", 0)),
-            )
+        frames = [e[1][b"d"] for e in entries]  # none after a takeover: the script deleted them
+        epoch = state.get(b"epoch", b"").decode()
+        found.log = FrameLogState(epoch, int(state.get(b"seq", 0)), frames, float(state.get(b"at", 0)))
         found.gen = gen
-        log.info("session_taken", sid=sid, how=how, gen=gen) if how == "takeover" else None
+        if how == "takeover":
+            log.info("session_taken_over", sid=sid, gen=gen)
+            await self._lost_turn(found, state.get(b"running"))
         return found
+
+    async def _lost_turn(self, found: Loaded, running: bytes | None) -> None:
+        """The turn the dead owner was running goes into the history as failed (``node_lost``), so its clients
+        learn it ended, from the snapshot they get on resuming, and can retry it."""
+        h = found.data.history
+        r = unpack(running) if running else None
+        if r is None or r["tid"] in h.nodes:
+            return
+        node = TurnNode(r["tid"], r["parent"], r["kind"], r["user"], reason="error", code="node_lost")
+        await self.save_turn(found.data.sid, found.gen, node)
+        h.commit(node)
+        h.next_tid = max(h.next_tid, found.reserved + 1)
 
     @staticmethod
     def _rebuild(sid: str, state: dict[bytes, bytes], turns: dict[bytes, bytes]) -> Loaded:
@@ -185,10 +198,10 @@ class RedisStore:
     def _data(data: SessionData) -> bytes:
         return pack({k: getattr(data, k) for k in _DATA})
 
-    async def create(self, data: SessionData, gen: int) -> int:
+    async def create(self, data: SessionData, gen: int, epoch: str = "") -> int:
         s, t, _, _ = keys(data.sid)
         state = {"data": self._data(data), "owner": self.node_id, "gen": gen, "reserved": TID_BLOCK, "head": 0,
-                 "epoch": "", "seq": 0, "clean": 0, "used": time.time()}  # fmt: skip
+                 "epoch": epoch, "seq": 0, "clean": 0, "used": time.time()}  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(s, mapping=state)  # type: ignore[arg-type]
         if self.ttl_ms:
@@ -197,7 +210,7 @@ class RedisStore:
         return TID_BLOCK
 
     async def save_turn(self, sid: str, gen: int, node: TurnNode) -> None:
-        await self._fenced_write(sid, gen, {"head": node.tid}, {str(node.tid): pack(node.to_dict())})
+        await self._fenced_write(sid, gen, {"head": node.tid, "running": ""}, {str(node.tid): pack(node.to_dict())})
 
     async def reserve_tids(self, sid: str, gen: int, upto: int) -> None:
         await self._fenced_write(sid, gen, {"reserved": upto}, {})

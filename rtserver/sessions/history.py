@@ -21,6 +21,7 @@ class TurnNode:
     usage: dict[str, int] = field(default_factory=dict)
     schema: dict[str, Any] | None = None  # what constrained the reply, kept so that regenerate constrains it too
     grammar: str | None = None
+    code: str | None = None  # with reason "error": why (engine_error, node_lost, ...), as turn.end said
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

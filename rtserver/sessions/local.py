@@ -90,7 +90,7 @@ class LocalStore:
 
     # --- writes -----------------------------------------------------------------------------------------------
 
-    async def create(self, data: SessionData, gen: int) -> int:
+    async def create(self, data: SessionData, gen: int, epoch: str = "") -> int:
         await self._write(data.sid, gen, R.open_record(data, TID_BLOCK))
         return TID_BLOCK
 

@@ -18,7 +18,7 @@ from typing import Any
 import structlog
 
 from ..errors import Busy, ClientError, StoreFailed
-from .session import FrameHook, Session, Subscriber
+from .session import FrameHook, Session, Subscriber, new_epoch
 from .store import SessionData, Store
 
 log = structlog.get_logger("rtserver.sessions")
@@ -97,8 +97,10 @@ class SessionManager:
         self._make_room()
         data = SessionData(secrets.token_urlsafe(16), persona, dict(params), model, owner=self.store.node_id)
         gen = await self.store.acquire(data.sid)
-        reserved = await self.store.create(data, gen)
-        s = self.sessions[data.sid] = Session(data, self.config.frame_log, gen=gen, reserved=reserved, now=self.clock())
+        epoch = new_epoch()
+        reserved = await self.store.create(data, gen, epoch)
+        s = Session(data, self.config.frame_log, gen=gen, reserved=reserved, now=self.clock(), epoch=epoch)
+        self.sessions[data.sid] = s
         s.on_frame = self.on_frame
         return s
 

@@ -123,4 +123,5 @@ def _node(r: dict[str, Any]) -> TurnNode:
         r.get("usage") or {},
         r.get("schema"),
         r.get("grammar"),
+        r.get("code"),
     )

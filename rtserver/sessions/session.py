@@ -41,10 +41,12 @@ def new_epoch() -> str:
 
 
 class Session:
-    def __init__(self, data: SessionData, capacity: int, *, gen: int, reserved: int, now: float) -> None:
+    def __init__(
+        self, data: SessionData, capacity: int, *, gen: int, reserved: int, now: float, epoch: str = ""
+    ) -> None:
         self.data = data
         self.capacity = capacity  # frames kept for resume
-        self.log: FrameLog[bytes] = FrameLog(new_epoch(), capacity)
+        self.log: FrameLog[bytes] = FrameLog(epoch or new_epoch(), capacity)
         self.gen = gen  # the store's fencing token for this node's writes
         self.reserved = reserved  # turn ids up to this one are durably reserved
         self.subscribers: set[Subscriber] = set()

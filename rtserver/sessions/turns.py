@@ -137,6 +137,7 @@ class Turns:
             log.exception("turn_failed", sid=s.sid, tid=node.tid)
         try:  # whatever happened, the turn (and the text it got to) goes into the history, or says it did not
             self._fill(node, turn, finish)
+            node.code = code or None
             await self.m.store.save_turn(s.sid, s.gen, node)
             s.history.commit(node)
         except StoreFailed as exc:
