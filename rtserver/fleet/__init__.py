@@ -39,7 +39,7 @@ class Fleet:
         self.lease = NodeLease(self.redis, self.node_id, s.lease_ttl)
         self.store.alive = self.lease.alive
         self.rpc = Rpc(self.redis, self.blocking, self.node_id, timeout=max(0.5, s.lease_ttl / 3), attempts=6)
-        self.rpc.alive = self.lease.alive
+        self.rpc.remaining = self.lease.remaining
         self.relay: Relay | None = None
         self.sessions: FleetSessions | None = None
         self._marked: dict[str, int] = {}  # sid -> the running turn already recorded in Redis

@@ -58,6 +58,11 @@ class NodeLease:
             ok = await self.redis.set(node_key(self.node_id), 1, px=int(self.ttl * 1000))
         self.held = bool(ok)
 
+    async def remaining(self, node: str) -> float:
+        """Seconds left of ``node``'s lease (0: it has none: dead, or never was)."""
+        ms = await self.redis.pttl(node_key(node))
+        return max(0.0, ms / 1000) if ms is not None and ms > 0 else 0.0
+
     async def alive(self, node: str) -> bool:
         if node == self.node_id:
             return True

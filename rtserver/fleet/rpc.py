@@ -48,7 +48,7 @@ class Rpc:
         self.redis, self.blocking, self.node_id = redis, blocking, node_id
         self.timeout, self.attempts = timeout, attempts
         self.handler: Handler | None = None  # the owner's side: carries out (sid, op, args)
-        self.alive: Callable[[str], Awaitable[bool]] | None = None
+        self.remaining: Callable[[str], Awaitable[float]] | None = None  # seconds left of a node's lease
         self._waiting: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._done: OrderedDict[str, asyncio.Future[dict[str, Any]]] = OrderedDict()
         self._tasks: list[asyncio.Task[None]] = []
@@ -77,8 +77,16 @@ class Rpc:
                     answer = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
                     break
                 except TimeoutError:
-                    if self.alive is not None and not await self.alive(owner):
-                        raise OwnerGone(owner) from None
+                    pass
+                # No answer: a dead owner's lease runs out on its own; wait for exactly that (or its answer).
+                left = await self.remaining(owner) if self.remaining is not None else 0.0
+                if left <= 0:
+                    raise OwnerGone(owner) from None
+                try:
+                    answer = await asyncio.wait_for(asyncio.shield(fut), min(left + 0.05, self.timeout))
+                    break
+                except TimeoutError:
+                    pass
             else:
                 raise Busy(f"the node that holds session {sid} is not answering; retry shortly", retry_after=1.0)
         finally:
