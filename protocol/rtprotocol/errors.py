@@ -30,6 +30,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "engine_error": "The model failed on this turn; the turn ended with reason `error`. Retry the turn.",
     "store_failed": "The turn could not be written to the store (`turn.end{reason: error, code: store_failed}`): "
     "it is not in the history and its `tid` is never given again. The session is intact; retry the turn.",
+    "node_lost": "Only in `snap.turns[].code`, never an `error` frame: the node running the turn died before it "
+    'ended (§3, "Across nodes"). The session is intact on another node; send the turn again.',
     "internal": "An unexpected server error. The session is intact; retry, and report it if it persists.",
     "shutting_down": "The server is restarting. Reconnect and resume.",
 }
