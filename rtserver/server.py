@@ -161,6 +161,12 @@ class Server:
     def _readyz(self, conn: ServerConnection) -> Response:
         if not self.ready or self.draining:
             return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
+        if self.store.degraded and self.fleet is not None:
+            return conn.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                "degraded: Redis is unreachable; this node's sessions go on, their turns journalled locally under "
+                f"{self.settings.data_dir}/redis-pending until Redis returns\n",
+            )
         if self.store.degraded:
             return conn.respond(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,

@@ -4,6 +4,7 @@ on other nodes and the forwarding of their requests to a session's owner. See do
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -13,6 +14,7 @@ from ..sessions.manager import SessionManager
 from ..sessions.session import Session
 from ..sessions.turns import Turns
 from ..settings import Settings
+from .fallback import Fallback
 from .lease import NodeLease
 from .relay import Relay
 from .remote import FleetSessions
@@ -34,8 +36,9 @@ class Fleet:
         self.node_id = f"{node_name}.{secrets.token_hex(3)}"
         self.redis = connect(s.redis_url, s.redis_timeout)
         self.blocking = connect(s.redis_url, None)
+        fallback = Fallback(Path(s.data_dir) / "redis-pending", fsync=s.fsync)
         self.store = RedisStore(self.redis, self.node_id, frame_log=s.frame_log, frame_log_ttl=s.frame_log_ttl,
-                                session_ttl=s.session_ttl)  # fmt: skip
+                                session_ttl=s.session_ttl, fallback=fallback)  # fmt: skip
         self.lease = NodeLease(self.redis, self.node_id, s.lease_ttl)
         self.store.alive = self.lease.alive
         self.rpc = Rpc(self.redis, self.blocking, self.node_id, timeout=max(0.5, s.lease_ttl / 3), attempts=6)

@@ -71,26 +71,34 @@ class Rpc:
         fut = self._waiting[rid] = asyncio.get_running_loop().create_future()
         entry = {"rid": rid, "from": self.node_id, "sid": sid, "op": op, "args": pack(args)}
         try:
-            for _ in range(self.attempts):
-                await self._add(inbox(owner), entry)
-                try:
-                    answer = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
-                    break
-                except TimeoutError:
-                    pass
-                # No answer: a dead owner's lease runs out on its own; wait for exactly that (or its answer).
-                left = await self.remaining(owner) if self.remaining is not None else 0.0
-                if left <= 0:
-                    raise OwnerGone(owner) from None
-                try:
-                    answer = await asyncio.wait_for(asyncio.shield(fut), min(left + 0.05, self.timeout))
-                    break
-                except TimeoutError:
-                    pass
-            else:
-                raise Busy(f"the node that holds session {sid} is not answering; retry shortly", retry_after=1.0)
+            return await self._call(rid, fut, owner, sid, op, entry)
+        except RedisError:
+            raise Busy("Redis, which carries this request to the session's node, is unreachable; retry shortly",
+                       retry_after=1.0) from None  # fmt: skip
         finally:
             self._waiting.pop(rid, None)
+
+    async def _call(
+        self, rid: str, fut: asyncio.Future[dict[str, Any]], owner: str, sid: str, op: str, entry: dict[str, Any]
+    ) -> None:
+        for _ in range(self.attempts):
+            await self._add(inbox(owner), entry)
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(fut), self.timeout)
+                break
+            except TimeoutError:
+                pass
+            # No answer: a dead owner's lease runs out on its own; wait for exactly that (or its answer).
+            left = await self.remaining(owner) if self.remaining is not None else 0.0
+            if left <= 0:
+                raise OwnerGone(owner) from None
+            try:
+                answer = await asyncio.wait_for(asyncio.shield(fut), min(left + 0.05, self.timeout))
+                break
+            except TimeoutError:
+                pass
+        else:
+            raise Busy(f"the node that holds session {sid} is not answering; retry shortly", retry_after=1.0)
         self.forwarded += 1
         if answer.get("moved"):
             raise OwnerGone(owner)

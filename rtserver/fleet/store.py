@@ -8,6 +8,7 @@ relayed to its owner; once it has expired, the next node that needs the session 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import fields
 from typing import Any
@@ -22,11 +23,12 @@ from ..sessions.history import TurnNode
 from ..sessions.session import new_epoch
 from ..sessions.store import TID_BLOCK, FrameLogState, Loaded, OwnedElsewhere, SessionData
 from . import scripts
+from .fallback import Fallback
 from .frames import FrameSink
 
 log = structlog.get_logger("rtserver.fleet")
 
-_DATA = [f.name for f in fields(SessionData) if f.name not in ("sid", "history", "owner")]
+_DATA = [f.name for f in fields(SessionData) if f.name not in ("sid", "history", "owner", "persona", "params")]
 _NODE = [f.name for f in fields(TurnNode)]
 
 
@@ -49,10 +51,19 @@ def unpack(data: bytes) -> Any:
 
 
 class RedisStore:
-    def __init__(self, redis: Redis, node_id: str, *, frame_log: int, frame_log_ttl: float, session_ttl: float) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        node_id: str,
+        *,
+        frame_log: int,
+        frame_log_ttl: float,
+        session_ttl: float,
+        fallback: Fallback | None = None,
+    ) -> None:
         self.redis = redis
         self.node_id = node_id  # this incarnation's name: a restarted node is a new owner
-        self.degraded = False
+        self.failing = False  # the last call to Redis failed
         self.damaged_records = 0
         self.frame_log = frame_log
         self.ttl_ms = int(session_ttl * 1000)
@@ -63,12 +74,37 @@ class RedisStore:
         self.frames = FrameSink(redis, frame_log, frame_log_ttl, on_fenced=self._fenced)
         self.fenced_writes = 0
         self.alive: Any = None  # set by the server: is this owner's node lease alive? (async, owner -> bool)
+        self.fallback = fallback
+        self._watch: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
         self.frames.start()
+        if self.fallback is not None:
+            self.fallback.start()
+            if self.fallback.pending:
+                self._write_back_later()
 
     async def close(self) -> None:
         await self.frames.close()
+        if self._watch is not None:
+            self._watch.cancel()
+        if self.fallback is not None:
+            await self.fallback.close()
+
+    @property
+    def degraded(self) -> bool:
+        return self.failing or bool(self.fallback and self.fallback.pending)
+
+    def _write_back_later(self) -> None:
+        assert self.fallback is not None
+        if self._watch is None or self._watch.done():
+            self._watch = asyncio.get_running_loop().create_task(
+                self.fallback.watch(self.redis.ping, self._fenced_write, self._keep_stale, self._written_back)
+            )
+
+    def _written_back(self) -> None:
+        log.warning("store_recovered", store="redis", written_back=self.fallback.written_back if self.fallback else 0)
+        self.failing = False
 
     def _fenced(self, sid: str) -> None:
         self.fenced_writes += 1
@@ -79,14 +115,15 @@ class RedisStore:
             result = await coro
         except RedisError as exc:
             self._wrote(False)
-            raise StoreFailed(f"Redis {what} failed: {exc}") from exc
+            log.warning("redis_call_failed", call=what, error=str(exc))
+            raise StoreFailed("the session store (Redis) cannot be reached; retry shortly") from exc
         self._wrote(True)
         return result
 
     def _wrote(self, ok: bool) -> None:
-        if ok == self.degraded:
-            log.warning("store_degraded" if not ok else "store_recovered", store="redis")
-        self.degraded = not ok
+        if ok == self.failing:
+            log.warning("store_degraded" if not ok else "store_reachable", store="redis")
+        self.failing = not ok
 
     # --- ownership --------------------------------------------------------------------------------------------
 
@@ -118,6 +155,8 @@ class RedisStore:
     async def load(self, sid: str) -> Loaded | None:
         if not 0 < len(sid) <= 64:
             return None
+        if self.fallback is not None and sid in self.fallback.pending:
+            raise StoreFailed("this session's last turns wait for Redis to return; retry shortly")
         gen, how = await self._take(sid)
         if gen == -1:
             return None
@@ -157,7 +196,9 @@ class RedisStore:
     @staticmethod
     def _rebuild(sid: str, state: dict[bytes, bytes], turns: dict[bytes, bytes]) -> Loaded:
         raw = unpack(state[b"data"]) if b"data" in state else {}
-        data = SessionData(sid, **{k: v for k, v in raw.items() if k in _DATA})
+        data = SessionData(sid, None, {}, **{"model": "default", **{k: v for k, v in raw.items() if k in _DATA}})
+        data.persona = unpack(state[b"persona"]) if b"persona" in state else None
+        data.params = unpack(state[b"params"]) if b"params" in state else {}
         h = data.history
         for rec in sorted((unpack(v) for v in turns.values()), key=lambda r: r["tid"]):
             h.commit(TurnNode(**{k: v for k, v in rec.items() if k in _NODE}))
@@ -183,6 +224,25 @@ class RedisStore:
 
     # --- writes -----------------------------------------------------------------------------------------------
 
+    async def _write_or_keep(self, sid: str, gen: int, state: dict[str, Any], turns: dict[str, bytes]) -> None:
+        """An owner's write: to Redis, or, while Redis is unreachable, to the local journal to write back later
+        (after any kept before it, so the order holds)."""
+        if self.fallback is not None and self.fallback.pending:
+            await self.fallback.keep(sid, gen, state, turns)
+            return
+        try:
+            await self._fenced_write(sid, gen, state, turns)
+        except StoreFailed as exc:
+            if self.fallback is None or isinstance(exc, Fenced):
+                raise
+            log.warning("redis_unreachable_journalling_locally", sid=sid, error=exc.message)
+            await self.fallback.keep(sid, gen, state, turns)
+            self._write_back_later()
+
+    async def _keep_stale(self, sid: str, gen: int, state: dict[str, Any], turns: dict[str, bytes]) -> None:
+        if turns:
+            await self.redis.hset(f"rt:{{{sid}}}:stale", mapping=turns)  # type: ignore[arg-type]
+
     async def _fenced_write(self, sid: str, gen: int, state: dict[str, Any], turns: dict[str, bytes]) -> None:
         s, t, f, _ = keys(sid)
         args: list[Any] = [gen, self.ttl_ms, len(state)]
@@ -200,8 +260,9 @@ class RedisStore:
 
     async def create(self, data: SessionData, gen: int, epoch: str = "") -> int:
         s, t, _, _ = keys(data.sid)
-        state = {"data": self._data(data), "owner": self.node_id, "gen": gen, "reserved": TID_BLOCK, "head": 0,
-                 "epoch": epoch, "seq": 0, "clean": 0, "used": time.time()}  # fmt: skip
+        state = {"data": self._data(data), "persona": pack(data.persona), "params": pack(data.params),
+                 "owner": self.node_id, "gen": gen, "reserved": TID_BLOCK, "head": 0, "epoch": epoch, "seq": 0,
+                 "clean": 0, "used": time.time()}  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(s, mapping=state)  # type: ignore[arg-type]
         if self.ttl_ms:
@@ -210,20 +271,16 @@ class RedisStore:
         return TID_BLOCK
 
     async def save_turn(self, sid: str, gen: int, node: TurnNode) -> None:
-        await self._fenced_write(sid, gen, {"head": node.tid, "running": ""}, {str(node.tid): pack(node.to_dict())})
+        await self._write_or_keep(sid, gen, {"head": node.tid, "running": ""}, {str(node.tid): pack(node.to_dict())})
 
     async def reserve_tids(self, sid: str, gen: int, upto: int) -> None:
-        await self._fenced_write(sid, gen, {"reserved": upto}, {})
+        await self._write_or_keep(sid, gen, {"reserved": upto}, {})
 
     async def set_head(self, sid: str, gen: int, head: int) -> None:
-        await self._fenced_write(sid, gen, {"head": head}, {})
+        await self._write_or_keep(sid, gen, {"head": head}, {})
 
     async def update(self, sid: str, gen: int, persona: str | None, params: dict[str, Any]) -> None:
-        s, *_ = keys(sid)
-        raw = await self._call("read", self.redis.hget(s, "data"))
-        data = unpack(raw) if raw else {}
-        data.update(persona=persona, params=params)
-        await self._fenced_write(sid, gen, {"data": pack(data)}, {})
+        await self._write_or_keep(sid, gen, {"persona": pack(persona), "params": pack(params)}, {})
 
     async def delete(self, sid: str, gen: int) -> None:
         s, t, f, _ = keys(sid)
@@ -235,10 +292,13 @@ class RedisStore:
         """The session leaves memory: its frames are written first, then nobody owns it and any node may take it
         with the same epoch and seq."""
         await self.frames.drain()
+        if self.fallback is not None and sid in self.fallback.pending:
+            return  # its writes wait for Redis: it stays this node's until they are back (``load`` waits too)
         s, *_ = keys(sid)
         h = data.history
-        args: list[Any] = [gen, "data", self._data(data), "reserved", reserved, "next_tid", h.next_tid, "head",
-                           h.head, "epoch", frames.epoch, "seq", frames.last_seq, "at", frames.last_at]  # fmt: skip
+        args: list[Any] = [gen, "data", self._data(data), "persona", pack(data.persona), "params",
+                           pack(data.params), "reserved", reserved, "next_tid", h.next_tid, "head", h.head,
+                           "epoch", frames.epoch, "seq", frames.last_seq, "at", frames.last_at]  # fmt: skip
         if await self._call("release", self._release(keys=[s], args=args)) == -1:
             self._fenced(sid)
             raise Fenced(f"session {sid} is owned by another node now")

@@ -62,7 +62,9 @@ class OwnedElsewhere(Exception):
 
 class Store(Protocol):
     node_id: str
-    degraded: bool
+
+    @property
+    def degraded(self) -> bool: ...  # the last write failed (or waits to be written back): /readyz says so
 
     async def open(self) -> None: ...
     async def close(self) -> None: ...

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import websockets
 
-from ..helpers import Raw
+from ..helpers import Raw, http_get
 
 LEASE = "1.0"  # seconds: a dead node's sessions are free this long after its last renewal
 
@@ -232,3 +232,42 @@ async def test_kill_9_of_the_owner_loses_no_completed_turn_and_never_a_silent_ga
     assert [t["user"] for t in turns] == ["kept 0", "kept 1", "cut short", "after the crash"]
     assert [t["reason"] for t in turns] == ["length", "length", "error", "length"]
     assert turns[2]["code"] == "node_lost"  # the turn cut short is reported, never silently dropped
+
+
+async def readyz(url: str) -> tuple[int, str]:
+    import urllib.error
+
+    try:
+        return 200, (await http_get(url + "/readyz")).decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+async def test_redis_down_and_back_fails_no_turn_and_writes_the_turns_back(start_server, redis_server):
+    a = start_server("--engine", "scripted", "--scripted-rate", "200", "--redis", redis_server.url, "--node-id", "a")
+    ra = await Raw.connect(a.url)
+    s = await ra.open()
+    await say(ra, s["sid"], "before", 0)
+    redis_server.stop()
+    ends = [(await say(ra, s["sid"], f"while down {i}", i + 1))[-1] for i in range(3)]
+    assert [e["reason"] for e in ends] == ["stop"] * 3  # the owner serves on: journalled locally, still durable
+    code, body = await readyz(a.http)
+    assert code == 503 and "Redis is unreachable" in body
+    redis_server.start()  # same port, same data (appendonly): what was acknowledged before is still there
+    await asyncio.to_thread(a.wait_event, "store_recovered")
+    assert (await readyz(a.http))[0] == 200
+    b = start_server("--engine", "scripted", "--redis", redis_server.url, "--node-id", "b")
+    rb = await Raw.connect(b.url)
+    snap = await rb.open(sid=s["sid"], snapshot=True)  # read on another node: from Redis
+    assert [t["user"] for t in snap["snap"]["turns"]] == ["before", "while down 0", "while down 1", "while down 2"]
+
+
+async def test_a_node_starts_while_redis_is_down_and_says_so(start_server, tmp_path):
+    from ..redisproc import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    a = start_server("--engine", "scripted", "--redis", url, "--node-id", "a")
+    ra = await Raw.connect(a.url)
+    await ra.send({"t": "session.open", "id": "o"})
+    err, _ = await ra.until("error")
+    assert err["code"] == "store_failed" and err["id"] == "o"
