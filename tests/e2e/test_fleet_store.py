@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+
 from rtserver.errors import Fenced
 from rtserver.fleet.store import RedisStore
 from rtserver.sessions.history import TurnNode
