@@ -73,15 +73,15 @@ def redis_cpu(r: redis.Redis) -> float:
 
 
 class Fleet:
-    def __init__(self, tmp: Path, rate: float) -> None:
-        self.tmp, self.rate = tmp, rate
+    def __init__(self, tmp: Path, rate: float, stamp: bool = True) -> None:
+        self.tmp, self.rate, self.stamp = tmp, rate, stamp
         self.redis = RedisProc(tmp / "redis").start()
         self.nodes: list[tuple[subprocess.Popen[str], str]] = [self.start(i) for i in range(3)]
 
     def start(self, i: int) -> tuple[subprocess.Popen[str], str]:
         args = ["--engine", "scripted", "--scripted-rate", str(self.rate), "--scripted-words", "100000",
                 "--redis", self.redis.url, "--node-id", f"n{i}"]  # fmt: skip
-        env = {"RTSERVER_SCRIPTED_STAMP": "1"}
+        env = {"RTSERVER_SCRIPTED_STAMP": "1" if self.stamp else "0"}
         return start_rtserver(args, None, self.tmp / f"d{i}", env)
 
     def close(self) -> None:
