@@ -8,6 +8,7 @@ memory is freed at once); a peer that stops answering pings is closed by the web
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections import deque
 from typing import Any, Protocol
 
@@ -72,6 +73,8 @@ class Connection:
         self.sent = 0
         self._close_after: tuple[int, str] | None = None
         self.frames_in = 0
+        self.who = {"id": secrets.token_hex(4), "client": ""}  # what presence shows of this connection
+        self.presence = False  # hello.presence: send join/leave frames of the sessions attached
 
     # --- sending ----------------------------------------------------------------------------------------------
 
@@ -198,6 +201,9 @@ class Connection:
         frame: Any = None
         try:
             frame = validate_client_frame(self.codec.decode(message))
+            if frame["t"] == "hello":
+                self.who["client"] = str(frame.get("client") or "")[:64]
+                self.presence = bool(frame.get("presence"))
             for f in self.host.pipeline.connection:
                 f.frame(frame)
             await self._do(self.core.receive(frame))

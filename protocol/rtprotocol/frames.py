@@ -50,7 +50,12 @@ _OPT_SID: _Spec = {"sid": ((str,), False)}
 _PARAMS: _Spec = {"params": ((dict,), False)}
 
 CLIENT_FRAMES: Final[dict[str, _Spec]] = {
-    "hello": {"client": ((str,), False), "version": ((str,), False), "token": ((str,), False)},
+    "hello": {
+        "client": ((str,), False),
+        "version": ((str,), False),
+        "token": ((str,), False),
+        "presence": ((bool,), False),
+    },
     "session.open": {
         "sid": ((str,), False),
         "persona": ((str,), False),

@@ -3,12 +3,14 @@ on other nodes and the forwarding of their requests to a session's owner. See do
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
 import structlog
+from redis.exceptions import RedisError
 
 from ..sessions.manager import SessionManager
 from ..sessions.session import Session
@@ -19,7 +21,7 @@ from .lease import NodeLease
 from .relay import Relay
 from .remote import FleetSessions
 from .rpc import Rpc
-from .store import RedisStore, pack
+from .store import RedisStore, keys, pack
 
 log = structlog.get_logger("rtserver.fleet")
 
@@ -51,6 +53,7 @@ class Fleet:
         self.relay = Relay(self.redis, self.blocking, lambda sid: sid in manager.sessions)
         self.sessions = FleetSessions(manager, turns, self.store, self.relay, self.rpc)
         manager.on_frame = self._frame
+        manager.on_broadcast = self._broadcast
         return self.sessions
 
     def _frame(self, s: Session, data: bytes, now: float) -> None:
@@ -63,6 +66,17 @@ class Fleet:
         elif r is None:
             self._marked.pop(s.sid, None)
         self.store.frames.add(s.sid, s.gen, s.log.epoch, s.log.last_seq, now, data, running)
+
+    def _broadcast(self, s: Session, data: bytes) -> None:
+        """Presence to the other nodes' clients: straight to the channel, unnumbered (``first`` 0)."""
+
+        async def publish() -> None:
+            try:
+                await self.redis.spublish(keys(s.sid)[3], pack([s.log.epoch, 0, [data]]))
+            except RedisError as exc:
+                log.info("presence_not_relayed", sid=s.sid, error=str(exc))
+
+        asyncio.get_running_loop().create_task(publish())
 
     async def start(self) -> None:
         assert self.relay is not None

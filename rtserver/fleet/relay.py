@@ -137,6 +137,12 @@ class Relay:
         w = self.watches.get(sid)
         if w is None or self.is_local(sid):
             return
+        if first == 0:  # unnumbered (presence): to the clients that asked for it, as it comes
+            for sub in list(w.subs):
+                if sub.presence:
+                    for data in frames:
+                        sub.push(data)
+            return
         if w.epoch is not None and epoch != w.epoch and (w.epoch or w.seen):
             self._moved(sid, w)
             return

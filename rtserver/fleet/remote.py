@@ -4,10 +4,12 @@ and a ``RemoteHandle`` for one a live node owns: its frames come through the rel
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import structlog
-from rtprotocol import Resume
+from rtprotocol import Resume, encode_msgpack
 from rtprotocol import frames as F
 
 from ..errors import Busy, ClientError
@@ -66,16 +68,20 @@ class FleetSessions(Sessions):
         self.relay.known(sid, view.log.epoch, view.log.last_seq)
         return RemoteHandle(self, view, owner)
 
-    async def serve(self, sid: str, op: str, args: dict[str, Any]) -> None:
+    async def serve(self, sid: str, op: str, args: dict[str, Any]) -> Any:
         """The owner's side of a forwarded request."""
         try:
             h = await self.local(sid)
         except OwnedElsewhere:
             raise OwnerGone(sid) from None
-        await self.carry_out(h, op, args)
+        return await self.carry_out(h, op, args)
 
     @staticmethod
-    async def carry_out(h: LocalHandle, op: str, args: dict[str, Any]) -> None:
+    async def carry_out(h: LocalHandle, op: str, args: dict[str, Any]) -> Any:
+        if op == "join":  # a client attached on another node: presence
+            return h.session.join(args["who"])
+        if op == "leave":
+            return h.session.leave(args["who_id"])
         if op == "turn":
             await h.turn(args["kind"], args["user"], args["params"], args["id"],
                          schema=args.get("schema"), grammar=args.get("grammar"))  # fmt: skip
@@ -124,6 +130,7 @@ class RemoteHandle:
             return
         self.subs.add(sub)
         self.fleet.relay.attach(self.sid, sub, self.view.log.last_seq)
+        self._background(self._join(sub))
 
     def detach(self, sub: Subscriber) -> None:
         if self.local is not None:
@@ -131,8 +138,25 @@ class RemoteHandle:
             return
         self.subs.discard(sub)
         self.fleet.relay.detach(self.sid, sub)
+        self._background(self.fleet.rpc.call(self.owner, self.sid, "leave", {"who_id": sub.who["id"]}))
 
-    async def _call(self, op: str, **args: Any) -> None:
+    async def _join(self, sub: Subscriber) -> None:
+        present = await self.fleet.rpc.call(self.owner, self.sid, "join", {"who": sub.who})
+        if sub.presence and isinstance(present, list):
+            sub.push(encode_msgpack({"t": "presence", "sid": self.sid, "present": present}))
+
+    def _background(self, job: Coroutine[Any, Any, Any]) -> None:
+        """Presence on the owner, told without holding the client up; a failure costs the presence entry only."""
+
+        async def run() -> None:
+            try:
+                await job
+            except Exception as exc:  # noqa: BLE001
+                log.info("presence_not_told", sid=self.sid, error=str(exc))
+
+        asyncio.get_running_loop().create_task(run())
+
+    async def _call(self, op: str, **args: Any) -> Any:
         for _ in range(3):
             if self.local is not None:
                 return await self.fleet.carry_out(self.local, op, args)

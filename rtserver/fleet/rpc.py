@@ -40,7 +40,7 @@ class OwnerGone(Exception):
     """The owner did not answer and its lease has expired, or it says the session is no longer its own."""
 
 
-Handler = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+Handler = Callable[[str, str, dict[str, Any]], Awaitable[Any]]
 
 
 class Rpc:
@@ -65,7 +65,7 @@ class Rpc:
 
     # --- asking -----------------------------------------------------------------------------------------------
 
-    async def call(self, owner: str, sid: str, op: str, args: dict[str, Any]) -> None:
+    async def call(self, owner: str, sid: str, op: str, args: dict[str, Any]) -> Any:
         """Carry out ``op`` on the owner's session; its error, if any, is raised here as the owner's was."""
         rid = secrets.token_hex(8)
         fut = self._waiting[rid] = asyncio.get_running_loop().create_future()
@@ -80,7 +80,7 @@ class Rpc:
 
     async def _call(
         self, rid: str, fut: asyncio.Future[dict[str, Any]], owner: str, sid: str, op: str, entry: dict[str, Any]
-    ) -> None:
+    ) -> Any:
         for _ in range(self.attempts):
             await self._add(inbox(owner), entry)
             try:
@@ -106,6 +106,7 @@ class Rpc:
             if answer["code"] == "busy":
                 raise Busy(answer["message"], retry_after=float(answer.get("retry_after") or 1.0))
             raise ClientError(answer["message"], code=answer["code"])
+        return answer.get("result")
 
     async def _add(self, stream: str, entry: dict[str, Any]) -> None:
         pipe = self.redis.pipeline(transaction=False)
@@ -138,7 +139,7 @@ class Rpc:
         assert self.handler is not None
         sid, op = fields[b"sid"].decode(), fields[b"op"].decode()
         try:
-            await self.handler(sid, op, unpack(fields[b"args"]))
+            result = await self.handler(sid, op, unpack(fields[b"args"]))
         except OwnerGone:
             return {"moved": True}
         except Busy as exc:
@@ -149,7 +150,7 @@ class Rpc:
             log.exception("rpc_failed", sid=sid, op=op)
             return {"code": "internal", "message": "the request failed on the session's node; retry it"}
         self.served += 1
-        return {}
+        return {"result": result} if result is not None else {}
 
     async def _read(self, stream: str, on_entry: Callable[[dict[bytes, bytes]], Coroutine[Any, Any, None]]) -> None:
         last = "0-0"  # a node incarnation's streams are its own and new: read them from the start

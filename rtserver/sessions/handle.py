@@ -42,6 +42,10 @@ class LocalHandle:
         return self._s.sid
 
     @property
+    def session(self) -> Session:
+        return self._s
+
+    @property
     def alive(self) -> bool:
         """Still the node's copy of the session (not closed, not paged out since)."""
         return self._m.sessions.get(self._s.sid) is self._s

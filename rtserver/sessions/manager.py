@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
+from rtprotocol import encode_msgpack
 
 from ..errors import Busy, ClientError, StoreFailed
-from .session import FrameHook, Session, Subscriber, new_epoch
+from .session import BroadcastHook, FrameHook, Session, Subscriber, new_epoch
 from .store import SessionData, Store
 
 log = structlog.get_logger("rtserver.sessions")
@@ -54,6 +55,7 @@ class SessionManager:
         self._parking: dict[str, asyncio.Task[None]] = {}
         self.paged_in = self.paged_out = 0
         self.on_frame: FrameHook | None = None  # where each numbered frame also goes (the Redis frame stream)
+        self.on_broadcast: BroadcastHook | None = None  # and each unnumbered one (presence: the Redis channel)
 
     # --- finding and creating sessions ------------------------------------------------------------------------
 
@@ -81,7 +83,7 @@ class SessionManager:
             )
         gen = found.gen or await self.store.acquire(sid)
         s = Session.loaded(found, self.config.frame_log, gen=gen, now=self.clock())
-        s.on_frame = self.on_frame
+        s.on_frame, s.on_broadcast = self.on_frame, self.on_broadcast
         self.sessions[sid] = s
         self.paged_in += 1
         return s
@@ -101,7 +103,7 @@ class SessionManager:
         reserved = await self.store.create(data, gen, epoch)
         s = Session(data, self.config.frame_log, gen=gen, reserved=reserved, now=self.clock(), epoch=epoch)
         self.sessions[data.sid] = s
-        s.on_frame = self.on_frame
+        s.on_frame, s.on_broadcast = self.on_frame, self.on_broadcast
         return s
 
     def check_text(self, text: str | None, field: str) -> None:
@@ -139,7 +141,11 @@ class SessionManager:
     # --- attach / detach --------------------------------------------------------------------------------------
 
     def attach(self, s: Session, sub: Subscriber) -> None:
-        s.subscribers.add(sub)
+        if sub not in s.subscribers:
+            s.subscribers.add(sub)
+            present = s.join(sub.who)
+            if sub.presence:
+                sub.push(encode_msgpack({"t": "presence", "sid": s.sid, "present": present}))
         s.last_used = self.clock()
         if s.grace is not None:
             s.grace.cancel()
@@ -148,7 +154,9 @@ class SessionManager:
     def detach(self, s: Session, sub: Subscriber) -> None:
         """When the last connection leaves during a turn, the turn runs on for ``resume_grace`` seconds so a
         reconnecting client resumes it; if nobody comes back in time it ends as ``cancelled``."""
-        s.subscribers.discard(sub)
+        if sub in s.subscribers:
+            s.subscribers.discard(sub)
+            s.leave(sub.who["id"])
         s.last_used = self.clock()
         if not s.subscribers and s.running and s.grace is None:
             s.grace = asyncio.get_running_loop().call_later(self.config.resume_grace, self._grace_over, s)

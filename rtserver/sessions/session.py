@@ -20,11 +20,15 @@ from .store import FrameLogState, Loaded, SessionData
 
 
 class Subscriber(Protocol):
+    who: dict[str, str]  # id (per connection) and client (hello.client): what presence shows of it
+    presence: bool  # it asked for presence frames (hello.presence)
+
     def push(self, data: bytes) -> None: ...
     def close(self, code: int, reason: str) -> None: ...
 
 
 FrameHook = Callable[["Session", bytes, float], None]
+BroadcastHook = Callable[["Session", bytes], None]
 
 
 class RunningTurn:
@@ -55,6 +59,8 @@ class Session:
         self.last_used = now  # monotonic: when a frame last named it (idle sessions leave memory)
         self.last_frame_at = 0.0  # wall clock: when its last frame was numbered (frame logs age out)
         self.on_frame: FrameHook | None = None  # each numbered frame also goes here (Redis: the frame stream)
+        self.on_broadcast: BroadcastHook | None = None  # each unnumbered frame too (Redis: the channel)
+        self.present: dict[str, dict[str, str]] = {}  # the connections attached, on any node (presence)
 
     @classmethod
     def loaded(cls, found: Loaded, capacity: int, *, gen: int, now: float) -> Session:
@@ -90,6 +96,26 @@ class Session:
             sub.push(data)
         if self.on_frame is not None:
             self.on_frame(self, data, now)
+
+    def broadcast(self, frame: F.Frame) -> None:
+        """An unnumbered frame (presence) to every connection attached, here and on other nodes."""
+        data = encode_msgpack(frame)
+        for sub in tuple(self.subscribers):
+            if sub.presence:
+                sub.push(data)
+        if self.on_broadcast is not None:
+            self.on_broadcast(self, data)
+
+    def join(self, who: dict[str, str]) -> list[dict[str, str]]:
+        """A connection attached: everyone hears of it; it gets the list of who is there."""
+        self.present[who["id"]] = who
+        self.broadcast({"t": "presence", "sid": self.sid, "join": who})
+        return list(self.present.values())
+
+    def leave(self, who_id: str) -> None:
+        who = self.present.pop(who_id, None)
+        if who is not None:
+            self.broadcast({"t": "presence", "sid": self.sid, "leave": who})
 
     def log_state(self) -> FrameLogState:
         frames = self.log.resume(self.log.epoch, self.log.first_seq - 1).items

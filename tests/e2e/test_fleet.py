@@ -271,3 +271,45 @@ async def test_a_node_starts_while_redis_is_down_and_says_so(start_server, tmp_p
     await ra.send({"t": "session.open", "id": "o"})
     err, _ = await ra.until("error")
     assert err["code"] == "store_failed" and err["id"] == "o"
+
+
+async def presence_client(url: str, name: str) -> Raw:
+    raw = await Raw.connect(url, hello=False)
+    await raw.send({"t": "hello", "client": name, "presence": True})
+    await raw.until("welcome")
+    return raw
+
+
+async def test_presence_shows_who_is_attached_on_every_node(fleet):
+    (a, b, c), _ = fleet
+    ra = await presence_client(a.url, "owner")
+    s = await ra.open()
+    alone, _ = await ra.until("presence")
+    assert [w["client"] for w in alone.get("present") or [alone["join"]]] == ["owner"]
+    rb = await presence_client(b.url, "phone")
+    await rb.send({"t": "session.open", "sid": s["sid"], "id": "b"})
+    listed, _ = await rb.until("presence")
+    while "present" not in listed:  # its own join may come first, relayed; the list is its answer
+        listed, _ = await rb.until("presence")
+    assert sorted(w["client"] for w in listed["present"]) == ["owner", "phone"]
+    joined, _ = await ra.until("presence")
+    while joined.get("join", {}).get("client") != "phone":
+        joined, _ = await ra.until("presence")
+    rc = await presence_client(c.url, "spectator")
+    await rc.send({"t": "session.open", "sid": s["sid"], "id": "c"})
+    await rc.until("session")
+    for raw in (ra, rb):
+        f, _ = await raw.until("presence")
+        while f.get("join", {}).get("client") != "spectator":
+            f, _ = await raw.until("presence")
+    await rc.close()  # the spectator leaves: both others hear it
+    for raw in (ra, rb):
+        f, _ = await raw.until("presence")
+        while f.get("leave", {}).get("client") != "spectator":
+            f, _ = await raw.until("presence")
+    plain = await Raw.connect(a.url)  # a client that did not ask for presence gets none of it
+    await plain.send({"t": "session.open", "sid": s["sid"], "id": "p"})
+    await plain.until("session")
+    await plain.send({"t": "say", "sid": s["sid"], "text": "hi", "id": 1})
+    _, frames = await plain.until("turn.end")
+    assert "presence" not in [f["t"] for f in frames]
