@@ -152,7 +152,7 @@ class Session:
             elif tid in done:
                 node = done[tid]
                 turn._catch_up(node["reply"])
-                turn._end(TurnResult(tid, node["reason"], turn.text, node.get("usage", {})))
+                turn._end(TurnResult(tid, node["reason"], turn.text, node.get("usage", {}), code=node.get("code")))
                 del self.turns[tid]
             else:
                 turn._end(TurnResult(tid, "cancelled", turn.text, error="lost with the server's frame log"))
