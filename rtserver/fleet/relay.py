@@ -39,6 +39,9 @@ class Relay:
         self.watches: dict[str, _Watch] = {}
         self._task: asyncio.Task[None] | None = None
         self._subscribed = asyncio.Event()
+        # redis-py's PubSub makes its connection on the first command: two at once would make two, and the
+        # subscriptions sent on the one it forgets would never be read. One (un)subscribe at a time.
+        self._lock = asyncio.Lock()
         self.relayed = self.filled = 0
 
     def start(self) -> None:
@@ -55,7 +58,8 @@ class Relay:
         """Subscribe to the session's channel (before its frames are read, so none falls between)."""
         if sid not in self.watches:
             self.watches[sid] = _Watch()
-            await self.pubsub.ssubscribe(keys(sid)[3])
+            async with self._lock:
+                await self.pubsub.ssubscribe(keys(sid)[3])
             self._subscribed.set()
 
     def known(self, sid: str, epoch: str, seq: int) -> None:
@@ -97,7 +101,8 @@ class Relay:
     async def _unsubscribe(self, sid: str) -> None:
         if sid not in self.watches:
             try:
-                await self.pubsub.sunsubscribe(keys(sid)[3])
+                async with self._lock:
+                    await self.pubsub.sunsubscribe(keys(sid)[3])
             except RedisError:
                 pass
 
@@ -126,7 +131,8 @@ class Relay:
         while True:
             try:
                 if self.watches:
-                    await self.pubsub.ssubscribe(*(keys(sid)[3] for sid in self.watches))
+                    async with self._lock:
+                        await self.pubsub.ssubscribe(*(keys(sid)[3] for sid in self.watches))
                 break
             except RedisError:
                 await asyncio.sleep(0.5)  # Redis is down: try again (a retry pace, not a synchronisation)

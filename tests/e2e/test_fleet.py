@@ -313,3 +313,20 @@ async def test_presence_shows_who_is_attached_on_every_node(fleet):
     await plain.send({"t": "say", "sid": s["sid"], "text": "hi", "id": 1})
     _, frames = await plain.until("turn.end")
     assert "presence" not in [f["t"] for f in frames]
+
+
+async def test_twenty_sessions_followed_from_another_node_at_once_all_arrive(fleet):
+    (a, b, _), _ = fleet
+    owners = [await Raw.connect(a.url) for _ in range(20)]
+    sids = [(await own.open())["sid"] for own in owners]
+    others = [await Raw.connect(b.url) for _ in range(20)]
+
+    async def follow(other: Raw, sid: str) -> None:
+        await other.send({"t": "session.open", "sid": sid, "id": "attach"})
+        await other.until("session")
+
+    await asyncio.gather(*(follow(o, sid) for o, sid in zip(others, sids, strict=True)))  # 20 subscribes at once
+    for i, (own, sid) in enumerate(zip(owners, sids, strict=True)):
+        await own.send({"t": "say", "sid": sid, "text": f"line {i}", "id": i})
+    for own, other in zip(owners, others, strict=True):
+        assert seen((await other.until("turn.end"))[1]) == seen((await own.until("turn.end"))[1])
