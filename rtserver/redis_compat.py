@@ -9,7 +9,10 @@ one hash tag, XRANGE, XREAD BLOCK, SET NX PX, pipelines. What differs, or surpri
 - ``SSUBSCRIBE`` returns before Redis confirms it, so a message published just after can be missed:
   ``sharded_subscribe`` returns once Redis confirmed every channel;
 - in a cluster pipeline a script missing on a node fails with NoScriptError (outside pipelines, and in a
-  single-server pipeline, redis-py loads it): ``load_scripts`` puts scripts on every primary first.
+  single-server pipeline, redis-py loads it): ``load_scripts`` puts scripts on every primary first;
+- a script's SPUBLISH must name a channel with its keys' hash tag: a cluster refuses another node's slot, and only
+  once the script gets there, after its earlier writes (scripts do not roll back).
+FUNCTION LOAD reaches every primary, and functions persist in the AOF (scripts do not survive a restart).
 """
 
 from __future__ import annotations
