@@ -1,18 +1,19 @@
-"""One asyncio Redis API for a single server and for Redis Cluster, over redis-py (probed with 8.2 by
-tests/e2e/test_redis_cluster_probe.py).
-
-The same call works on both for what the session store uses: EVALSHA (``register_script``) and FCALL on keys of
-one hash tag, XRANGE, XREAD BLOCK, SET NX PX, pipelines. What differs, or surprises, is handled here:
+"""One asyncio Redis API for a single server and for Redis Cluster over redis-py (8.2, probed by
+tests/e2e/test_redis_cluster_probe.py). The same call works on both for what the session store uses: EVALSHA
+(``register_script``) and FCALL on keys of one hash tag, XRANGE, XREAD BLOCK, SET NX PX, pipelines. What differs
+or surprises is handled here:
 - which client: a cluster is told by the server (``INFO cluster``), not by the URL;
+- redis-py's cluster client retries a failed call 10 times, refreshing its slot map between: a node that stops
+  answering holds a call for ~6 s whatever the socket timeout. ``connect`` turns retries off on both clients, so
+  a call fails within its timeout and the caller's own retry policy decides (the next call finds the node back);
 - XREAD BLOCK on a client whose socket timeout is shorter than the block fails with TimeoutError:
   ``connect(..., block_s=s)`` makes a client for reads that block up to ``s`` seconds (pub/sub reads are fine);
 - ``SSUBSCRIBE`` returns before Redis confirms it, so a message published just after can be missed:
   ``sharded_subscribe`` returns once Redis confirmed every channel;
 - in a cluster pipeline a script missing on a node fails with NoScriptError (outside pipelines, and in a
   single-server pipeline, redis-py loads it): ``load_scripts`` puts scripts on every primary first;
-- a script's SPUBLISH must name a channel with its keys' hash tag: a cluster refuses another node's slot, and only
-  once the script gets there, after its earlier writes (scripts do not roll back).
-FUNCTION LOAD reaches every primary, and functions persist in the AOF (scripts do not survive a restart).
+- a script's SPUBLISH must name a channel with its keys' hash tag: a cluster refuses another node's slot, once the
+  script gets there, after its earlier writes (no rollback). FUNCTION LOAD reaches every primary.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from typing import Any, TypeAlias
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 
 Client: TypeAlias = Redis | RedisCluster
@@ -32,11 +35,11 @@ Message: TypeAlias = tuple[bytes, bytes]  # (channel, data) of one SPUBLISH
 async def connect(url: str, *, call_s: float, block_s: float = 0.0, cluster: bool | None = None) -> Client:
     """A client for ``url``: a ``RedisCluster`` when the server runs in cluster mode, else a ``Redis``.
 
-    ``call_s`` bounds each call; ``block_s`` is added to it for a client that runs blocking reads. With
-    ``cluster=None`` the server is asked, so Redis must be reachable: redis's ConnectionError or TimeoutError
-    otherwise, for the caller to retry (start-up does not wait for Redis).
+    ``call_s`` bounds each call (no retries); ``block_s`` is added for a client that runs blocking reads. With
+    ``cluster=None`` the server is asked: redis's ConnectionError or TimeoutError while it is unreachable.
     """
     opts: dict[str, Any] = {"socket_timeout": call_s + block_s, "socket_connect_timeout": call_s}
+    opts["retry"] = Retry(NoBackoff(), 0)
     if cluster is None:
         probe = Redis.from_url(url, **opts)
         try:
@@ -84,12 +87,10 @@ class ShardedSubscription:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError(f"{kind.upper()} {sorted(want)} not confirmed within {wait_s} s")
-            m = await self._pubsub.get_sharded_message(timeout=left)
-            if m is None:
-                continue
-            if m["type"] == kind:
+            m = await self._pubsub.get_sharded_message(timeout=left) or {}
+            if m.get("type") == kind:
                 want.discard(_bytes(m["channel"]))
-            elif m["type"] == "smessage":
+            elif m.get("type") == "smessage":
                 self._early.append((_bytes(m["channel"]), _bytes(m["data"])))
 
     async def get(self, wait_s: float) -> Message | None:

@@ -7,6 +7,7 @@ Where the two differ, the test says which way each goes (a redis-py upgrade that
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
@@ -115,6 +116,30 @@ async def test_xread_block_wakes_on_xadd(client: Client, request: pytest.Fixture
     short = await connect(server.url, call_s=0.2, cluster=is_cluster(client))
     with pytest.raises(RedisTimeout):
         await short.xread({F: added}, block=2000)
+    await short.aclose()
+
+
+async def test_a_silent_node_fails_the_call_at_once_and_the_next_call_finds_it_back(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
+    # redis-py's own retries are off (its cluster client's default, 10 with backoff, holds a call ~6 s against a
+    # node that does not answer, whatever the socket timeout): the store's retry policy decides instead.
+    retry = client.retry if isinstance(client, RedisCluster) else client.get_retry()
+    assert retry is not None and retry.get_retries() == 0
+    server = request.getfixturevalue("redis_server" if not is_cluster(client) else "redis_cluster")
+    short = await connect(server.url, call_s=0.3, cluster=is_cluster(client))
+    await short.set("rt:{abc}:x", "1")
+    owner = server
+    if isinstance(short, RedisCluster):
+        port = short.get_node_from_key("rt:{abc}:x").port
+        owner = next(n for n in server.nodes if n.port == port)
+    owner.proc.send_signal(signal.SIGSTOP)
+    try:
+        with pytest.raises(RedisTimeout):
+            await short.get("rt:{abc}:x")
+    finally:
+        owner.proc.send_signal(signal.SIGCONT)
+    assert await short.get("rt:{abc}:x") == b"1"
     await short.aclose()
 
 

@@ -50,6 +50,12 @@ def image_port() -> int:
     return int(dockerfile()["EXPOSE"].split("/")[0])
 
 
+def image_data_dir() -> str:
+    key, _, value = dockerfile()["ENV"].partition("=")
+    assert key == "RTSERVER_DATA_DIR"
+    return value
+
+
 def compose() -> dict[str, Any]:
     return yaml.safe_load((DEPLOY / "compose.yaml").read_text())  # type: ignore[no-any-return]
 
@@ -100,6 +106,7 @@ def test_compose_runs_three_nodes_on_one_redis() -> None:
         assert (DEPLOY / svc["build"] / "Dockerfile").is_file()
         for volume in svc["volumes"]:
             assert volume.split(":")[0] in compose()["volumes"]
+        assert [v.split(":")[1] for v in svc["volumes"]] == [image_data_dir()], "the journal on the node's volume"
     assert ids == set(found), "each node its own --node-id"
 
 
@@ -186,6 +193,7 @@ def test_k8s_command_parses_and_the_grace_period_outlasts_the_hand_over() -> Non
     s = serve_settings(c["command"] + c["args"], env)
     assert s.host == "0.0.0.0" and s.redis_url and s.node_id
     pod = o["Deployment"]["spec"]["template"]["spec"]
+    assert [m["mountPath"] for m in c["volumeMounts"]] == [image_data_dir()]
     assert pod["terminationGracePeriodSeconds"] > s.drain_timeout + s.lease_ttl
     # A Service named rtserver would put RTSERVER_PORT=tcp://... in the pod's environment, which stops start-up:
     with pytest.raises(ConfigError, match="RTSERVER_PORT"):
