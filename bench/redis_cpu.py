@@ -10,9 +10,9 @@ each run, against one redis-server per persistence setting (pinned to --server-c
   batch8     8 deltas per call (one HINCRBY, 8 XADD, 8 SPUBLISH)
   batch8pub  8 deltas per call and one SPUBLISH carrying the 8
   batch8nopub  8 deltas per call, no SPUBLISH (what publishing costs, by difference)
-Redis's CPU is read from INFO cpu (used_cpu_sys + used_cpu_user) before and after each; a subscriber on every
-session's channel receives every message (checked). Beside them: PING's round trip, and each variant's call
-round trip at the client.
+Redis's CPU is read from INFO cpu (used_cpu_sys + used_cpu_user) before and after each, and INFO commandstats
+splits the time spent inside commands; a subscriber on every session's channel receives every message (checked).
+Beside them: PING's round trip, and each variant's call round trip at the client.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ async def one_variant(r: Client, name: str, deltas: int, sessions: int) -> dict[
         return [sha, 2, f"rt:{{s{i}}}:s", f"rt:{{s{i}}}:f", channels[i], 1024, pub, *[DELTA] * per_call]
 
     reader = asyncio.create_task(drain())
+    await r.config_resetstat()
     before = await cpu_s(r)
     t0 = time.perf_counter()
     for start in range(0, calls, depth):
@@ -107,6 +108,7 @@ async def one_variant(r: Client, name: str, deltas: int, sessions: int) -> dict[
         rtts.append((time.perf_counter() - t) * 1e6)
     wall = time.perf_counter() - t0
     after = await cpu_s(r)
+    stats = await r.info("commandstats")
     sys_s, user_s = after[0] - before[0], after[1] - before[1]
     if want:
         await asyncio.wait_for(all_in.wait(), 60)  # every message reached the subscriber
@@ -120,6 +122,12 @@ async def one_variant(r: Client, name: str, deltas: int, sessions: int) -> dict[
         "messages_received": got,
         "messages_sent": want,
         "call_rtt_us": summary(rtts),
+        # Inside Redis, by command (those a script runs too): microseconds per delta.
+        "command_us_per_delta": {
+            k.removeprefix("cmdstat_"): round(v["usec"] / (calls * per_call), 2)
+            for k, v in stats.items()
+            if k.removeprefix("cmdstat_") in ("evalsha", "hincrby", "xadd", "spublish")
+        },
     }
 
 

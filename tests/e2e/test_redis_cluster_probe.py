@@ -190,3 +190,19 @@ async def test_sharded_pubsub_across_slots(client: Client) -> None:
     assert await sub.get(wait_s=5) == (b"rt:{abc}:c2", b"three")
     assert await sub.get(wait_s=0.05) is None
     await sub.aclose()
+
+
+async def test_kill_9_and_restart_keeps_every_acknowledged_write(
+    client: Client, request: pytest.FixtureRequest
+) -> None:
+    # appendonly yes + appendfsync always: what Redis acknowledged is on disk, on every node of the cluster.
+    server = request.getfixturevalue("redis_server" if not is_cluster(client) else "redis_cluster")
+    tags = ["abc", "b", "d"]  # one per node of the cluster
+    for t in tags:
+        await client.xadd(f"rt:{{{t}}}:f", {"frame": t}, id="1-0")
+    server.stop(kill=True)
+    server.start()  # same ports and data; a cluster is back once every node says cluster_state:ok
+    again = await connect(server.url, call_s=2.0, cluster=is_cluster(client))
+    for t in tags:
+        assert await again.xrange(f"rt:{{{t}}}:f") == [(b"1-0", {b"frame": t.encode()})]
+    await again.aclose()
