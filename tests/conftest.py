@@ -180,3 +180,16 @@ def redis_server(tmp_path: Path) -> Iterator[object]:
     r = RedisProc(tmp_path / "redis").start()
     yield r
     r.stop()
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[object]:
+    """A local 3-master Redis Cluster (appendonly, fsync always, free ports), stopped after the test."""
+    from .rediscluster import RedisClusterProc
+
+    require(RedisClusterProc.available(), "redis-server or redis-cli is not installed (apt-get install redis-server)")
+    c = RedisClusterProc(tmp_path / "redis-cluster")
+    try:
+        yield c.start()
+    finally:
+        c.stop()

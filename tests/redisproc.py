@@ -11,6 +11,7 @@ import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 
 def free_port() -> int:
@@ -53,6 +54,7 @@ class RedisProc:
                     self._drain()
                     return self
             self.proc.wait()
+            self.proc.stdout.close()
             if not any("Address already in use" in t for t in tail):
                 raise RuntimeError("redis-server did not start: " + "".join(tail[-5:]))
             self.port = 0
@@ -64,7 +66,13 @@ class RedisProc:
 
         proc = self.proc
         assert proc is not None and proc.stdout is not None
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+
+        def drain(out: IO[str]) -> None:
+            with out:  # closed at its end (the process exited), so no file is left to the collector
+                for _ in out:
+                    pass
+
+        threading.Thread(target=drain, args=(proc.stdout,), daemon=True).start()
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
