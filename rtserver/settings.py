@@ -46,6 +46,7 @@ class Settings:
     node_id: str = ""  # defaults to the host name and process id
     redis_url: str = ""  # redis:// rediss:// or redis+sentinel:// — sessions, frame logs and replies shared by nodes
     lease_ttl: float = 2.0  # seconds a node's lease on its sessions lasts unless renewed (failover time)
+    redis_cluster: str = "auto"  # auto (ask the server at start-up) | true | false
     redis_timeout: float = 0.5  # seconds one Redis call may take before the node treats Redis as down
     frame_log: int = 1024  # frames kept per session for resume
     frame_log_ttl: float = 600.0  # seconds a session's frames are kept after its last one (then: a snapshot)
@@ -161,6 +162,10 @@ def _validate(s: Settings) -> None:
         "cannot quantize them): set flash_attn = on, or cache_type_v = f16",
     )
     need(s.n_ctx >= 128, "n_ctx must be at least 128")
+    need(
+        s.redis_cluster in ("auto", "true", "false"),
+        f"redis_cluster must be auto, true or false, got {s.redis_cluster!r}",
+    )
     need(s.lease_ttl > 0 and s.redis_timeout > 0, "lease_ttl and redis_timeout must be > 0 (seconds)")
     need(
         not s.redis_url or s.redis_url.split("://", 1)[0] in ("redis", "rediss", "unix"),

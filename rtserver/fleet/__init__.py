@@ -6,9 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
-from typing import Any
 
-import redis.asyncio as aioredis
 import structlog
 from redis.exceptions import RedisError
 
@@ -16,6 +14,7 @@ from ..sessions.manager import SessionManager
 from ..sessions.session import Session
 from ..sessions.turns import Turns
 from ..settings import Settings
+from .clients import client, is_cluster
 from .fallback import Fallback
 from .lease import NodeLease
 from .relay import Relay
@@ -26,18 +25,14 @@ from .store import RedisStore, keys, pack
 log = structlog.get_logger("rtserver.fleet")
 
 
-def connect(url: str, timeout: float | None) -> Any:
-    """A client for ``url`` (redis:// or rediss://); ``timeout`` None for blocking reads and subscriptions."""
-    return aioredis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout or 5.0)
-
-
 class Fleet:
     def __init__(self, settings: Settings, node_name: str) -> None:
         s = settings
         # Each start is a new owner: sessions a crashed incarnation held are taken over, never silently resumed.
         self.node_id = f"{node_name}.{secrets.token_hex(3)}"
-        self.redis = connect(s.redis_url, s.redis_timeout)
-        self.blocking = connect(s.redis_url, None)
+        self.cluster = s.redis_cluster == "true" or (s.redis_cluster == "auto" and is_cluster(s.redis_url, 1.0))
+        self.redis = client(s.redis_url, s.redis_timeout, self.cluster)
+        self.blocking = client(s.redis_url, None, self.cluster)
         fallback = Fallback(Path(s.data_dir) / "redis-pending", fsync=s.fsync)
         self.store = RedisStore(self.redis, self.node_id, frame_log=s.frame_log, frame_log_ttl=s.frame_log_ttl,
                                 session_ttl=s.session_ttl, fallback=fallback)  # fmt: skip
@@ -50,7 +45,7 @@ class Fleet:
         self._marked: dict[str, int] = {}  # sid -> the running turn already recorded in Redis
 
     def bind(self, manager: SessionManager, turns: Turns) -> FleetSessions:
-        self.relay = Relay(self.redis, self.blocking, lambda sid: sid in manager.sessions)
+        self.relay = Relay(self.redis, self.blocking, lambda sid: sid in manager.sessions, cluster=self.cluster)
         self.sessions = FleetSessions(manager, turns, self.store, self.relay, self.rpc)
         manager.on_frame = self._frame
         manager.on_broadcast = self._broadcast
@@ -83,7 +78,7 @@ class Fleet:
         self.rpc.start()
         self.relay.start()
         await self.lease.start()
-        log.info("fleet_joined", node=self.node_id, lease_ttl=self.lease.ttl)
+        log.info("fleet_joined", node=self.node_id, lease_ttl=self.lease.ttl, cluster=self.cluster)
 
     async def stop(self) -> None:
         """After every session was handed back: stop answering, let the lease go, close the clients."""

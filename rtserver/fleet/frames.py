@@ -15,7 +15,7 @@ from typing import Any
 
 import structlog
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from . import scripts
 
@@ -51,6 +51,13 @@ class FrameSink:
         self._task: asyncio.Task[None] | None = None
         self.failed_batches = 0
 
+    async def load_script(self) -> None:
+        """SCRIPT LOAD on every primary (redis-py sends it to each of a cluster's)."""
+        try:
+            await self.redis.script_load(scripts.APPEND)
+        except RedisError as exc:
+            log.warning("frames_script_not_loaded", error=str(exc))
+
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="frame-sink")
 
@@ -85,7 +92,7 @@ class FrameSink:
                 await self._flush(batch)
             self._idle.set()
 
-    async def _flush(self, batches: dict[str, _Batch]) -> None:
+    async def _flush(self, batches: dict[str, _Batch], retry: bool = True) -> None:
         from .store import pack
 
         pipe = self.redis.pipeline(transaction=False)
@@ -98,6 +105,12 @@ class FrameSink:
             await self._append(keys=session_keys(sid), args=args, client=pipe)
         try:
             results = await pipe.execute(raise_on_error=False)
+            again = {k: b for k, r in zip(batches, results, strict=True) if isinstance(r, NoScriptError)}
+            if again and retry:  # a cluster pipeline does not load scripts, and a restarted or promoted node has none:
+                await self.load_script()  # load them, and send again what was refused (it wrote nothing)
+                await self._flush(again, retry=False)
+                results = [r for r in results if not isinstance(r, NoScriptError)]
+                order = [sid for sid, k in zip(order, batches, strict=True) if k not in again]
         except RedisError as exc:
             self.failed_batches += 1
             log.warning("frames_not_written", sessions=len(order), error=str(exc))

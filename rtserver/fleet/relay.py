@@ -19,6 +19,7 @@ from redis.exceptions import RedisError
 from rtprotocol import errors as E
 
 from ..sessions.session import Subscriber
+from .channels import Channels
 from .store import keys, unpack
 
 log = structlog.get_logger("rtserver.fleet")
@@ -32,35 +33,26 @@ class _Watch:
 
 
 class Relay:
-    def __init__(self, redis: Redis, blocking: Redis, is_local: Callable[[str], bool]) -> None:
+    def __init__(self, redis: Redis, blocking: Any, is_local: Callable[[str], bool], *, cluster: bool = False) -> None:
         self.redis = redis  # short timeouts: stream reads
-        self.pubsub = blocking.pubsub(ignore_subscribe_messages=True)
+        self.channels = Channels(blocking, cluster, self._message, self._lost)
         self.is_local = is_local
         self.watches: dict[str, _Watch] = {}
-        self._task: asyncio.Task[None] | None = None
-        self._subscribed = asyncio.Event()
-        # redis-py's PubSub makes its connection on the first command: two at once would make two, and the
-        # subscriptions sent on the one it forgets would never be read. One (un)subscribe at a time.
-        self._lock = asyncio.Lock()
         self.relayed = self.filled = 0
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="relay")
+        pass  # each subscription connection starts its reader with its first channel
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-        await self.pubsub.aclose()
+        await self.channels.close()
 
     # --- who watches what -------------------------------------------------------------------------------------
 
     async def watch(self, sid: str) -> None:
-        """Subscribe to the session's channel (before its frames are read, so none falls between)."""
+        """Subscribe to the session's channel, confirmed, before its frames are read: none falls between."""
         if sid not in self.watches:
             self.watches[sid] = _Watch()
-            async with self._lock:
-                await self.pubsub.ssubscribe(keys(sid)[3])
-            self._subscribed.set()
+            await self.channels.add(keys(sid)[3])
 
     def known(self, sid: str, epoch: str, seq: int) -> None:
         """What a read of the session's stream found: its epoch and last seq."""
@@ -101,43 +93,30 @@ class Relay:
     async def _unsubscribe(self, sid: str) -> None:
         if sid not in self.watches:
             try:
-                async with self._lock:
-                    await self.pubsub.sunsubscribe(keys(sid)[3])
+                await self.channels.remove(keys(sid)[3])
             except RedisError:
                 pass
 
     # --- relaying ---------------------------------------------------------------------------------------------
 
-    async def _run(self) -> None:
-        while True:
-            await self._subscribed.wait()
-            try:
-                msg = await self.pubsub.get_message(timeout=None)
-            except RedisError as exc:
-                log.warning("relay_lost", error=str(exc))
-                await self._resubscribe()
-                continue
-            if msg is None or msg.get("type") != "smessage":
-                continue
-            channel = msg["channel"].decode() if isinstance(msg["channel"], bytes) else msg["channel"]
-            sid = channel[len("rt:{") : channel.rindex("}")]
-            try:
-                await self._deliver(sid, *unpack(msg["data"]))
-            except RedisError as exc:
-                log.warning("relay_fill_failed", sid=sid, error=str(exc))
+    async def _message(self, channel: str, data: bytes) -> None:
+        sid = channel[len("rt:{") : channel.rindex("}")]
+        await self._deliver(sid, *unpack(data))
 
-    async def _resubscribe(self) -> None:
-        """The subscription broke (Redis restarted, a failover): subscribe again, then fill what was missed."""
-        while True:
-            try:
-                if self.watches:
-                    async with self._lock:
-                        await self.pubsub.ssubscribe(*(keys(sid)[3] for sid in self.watches))
-                break
-            except RedisError:
-                await asyncio.sleep(0.5)  # Redis is down: try again (a retry pace, not a synchronisation)
-        for sid, w in list(self.watches.items()):
-            await self._fill(sid, w, list(w.subs), None)
+    def _lost(self, channels: set[str]) -> None:
+        """A subscription connection was made again: fill what its sessions' clients missed meanwhile."""
+
+        async def fill() -> None:
+            for channel in channels:
+                sid = channel[len("rt:{") : channel.rindex("}")]
+                w = self.watches.get(sid)
+                if w is not None:
+                    try:
+                        await self._fill(sid, w, list(w.subs), None)
+                    except RedisError as exc:
+                        log.warning("relay_fill_failed", sid=sid, error=str(exc))
+
+        asyncio.get_running_loop().create_task(fill())
 
     async def _deliver(self, sid: str, epoch: str, first: int, frames: list[bytes]) -> None:
         w = self.watches.get(sid)

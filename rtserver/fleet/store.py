@@ -78,6 +78,7 @@ class RedisStore:
         self._watch: asyncio.Task[None] | None = None
 
     async def open(self) -> None:
+        await self.frames.load_script()
         self.frames.start()
         if self.fallback is not None:
             self.fallback.start()

@@ -18,10 +18,20 @@ from ..helpers import Raw, http_get
 LEASE = "1.0"  # seconds: a dead node's sessions are free this long after its last renewal
 
 
+@pytest.fixture(params=["single"])
+def redis_url(request):  # type: ignore[no-untyped-def]
+    """A single redis-server; the tests that run on both also get a local 3-master Redis Cluster."""
+    backend = request.getfixturevalue("redis_cluster" if request.param == "cluster" else "redis_server")
+    return backend.url
+
+
+BOTH = pytest.mark.parametrize("redis_url", ["single", "cluster"], indirect=True)
+
+
 @pytest.fixture
-def fleet(start_server, redis_server):  # type: ignore[no-untyped-def]
+def fleet(start_server, redis_url):  # type: ignore[no-untyped-def]
     def start(name: str, *extra: str) -> Any:
-        return start_server("--engine", "scripted", "--scripted-rate", "200", "--redis", redis_server.url,
+        return start_server("--engine", "scripted", "--scripted-rate", "200", "--redis", redis_url,
                             "--node-id", name, "--lease-ttl", LEASE, *extra)  # fmt: skip
 
     nodes = [start(f"n{i}") for i in range(3)]
@@ -40,6 +50,7 @@ async def say(raw: Raw, sid: str, text: str, fid: Any) -> list[dict[str, Any]]:
     return frames
 
 
+@BOTH
 async def test_a_turn_on_one_node_resumes_on_another_with_nothing_lost(fleet):
     (a, b, _), _ = fleet
     ra = await Raw.connect(a.url)
@@ -55,6 +66,7 @@ async def test_a_turn_on_one_node_resumes_on_another_with_nothing_lost(fleet):
     assert reply["xlen"] == len(text) and reply["xcrc"] == zlib.crc32(text)
 
 
+@BOTH
 async def test_clients_on_three_nodes_see_the_same_frames_in_the_same_order(fleet):
     (a, b, c), _ = fleet
     owner = await Raw.connect(a.url)
@@ -180,6 +192,7 @@ async def test_every_node_restarted_then_resume_recovers_exactly_what_was_missed
     assert more[0]["seq"] == frames[-1]["seq"] + 1 and more[-1]["reason"] == "stop"
 
 
+@BOTH
 async def test_sigterm_hands_sessions_over_and_clients_resume_on_another_node(fleet):
     (a, b, _), _ = fleet
     ra = await Raw.connect(a.url)
@@ -198,10 +211,11 @@ async def test_sigterm_hands_sessions_over_and_clients_resume_on_another_node(fl
     assert any(e.get("event") == "session_taken_over" for e in b.log) is False  # taken cleanly: not a takeover
 
 
-async def test_kill_9_of_the_owner_loses_no_completed_turn_and_never_a_silent_gap(start_server, redis_server):
+@BOTH
+async def test_kill_9_of_the_owner_loses_no_completed_turn_and_never_a_silent_gap(start_server, redis_url):
     def node(name: str) -> Any:
         return start_server("--engine", "scripted", "--scripted-rate", "40", "--scripted-words", "400",
-                            "--redis", redis_server.url, "--node-id", name, "--lease-ttl", LEASE)  # fmt: skip
+                            "--redis", redis_url, "--node-id", name, "--lease-ttl", LEASE)  # fmt: skip
 
     a, b = node("a"), node("b")
     ra = await Raw.connect(a.url)
@@ -280,6 +294,7 @@ async def presence_client(url: str, name: str) -> Raw:
     return raw
 
 
+@BOTH
 async def test_presence_shows_who_is_attached_on_every_node(fleet):
     (a, b, c), _ = fleet
     ra = await presence_client(a.url, "owner")
@@ -315,6 +330,7 @@ async def test_presence_shows_who_is_attached_on_every_node(fleet):
     assert "presence" not in [f["t"] for f in frames]
 
 
+@BOTH
 async def test_twenty_sessions_followed_from_another_node_at_once_all_arrive(fleet):
     (a, b, _), _ = fleet
     owners = [await Raw.connect(a.url) for _ in range(20)]
