@@ -243,7 +243,7 @@ class Connection:
             self._attach(h)
         elif isinstance(a, C.Resume):
             h = await sessions.get(a.sid)
-            reply, missed = h.resume(a.epoch, a.last_seq, a.frame_id)
+            reply, missed = await h.resume(a.epoch, a.last_seq, a.frame_id)
             self.send(reply)
             for data in missed:
                 self.push(data)

@@ -30,6 +30,8 @@ class _Watch:
     epoch: str | None = None  # None: not known yet (nothing read or relayed)
     seen: int = 0  # the highest seq read or relayed
     subs: dict[Subscriber, int] = field(default_factory=dict)  # each client's last seq
+    moved: asyncio.Event = field(default_factory=asyncio.Event)  # set (and cleared) whenever ``seen`` grows
+    holds: int = 0  # handles that watch and have not attached yet: the subscription stays for them
 
 
 class Relay:
@@ -50,19 +52,41 @@ class Relay:
 
     async def watch(self, sid: str) -> None:
         """Subscribe to the session's channel, confirmed, before its frames are read: none falls between."""
-        if sid not in self.watches:
-            self.watches[sid] = _Watch()
+        w = self.watches.get(sid)
+        if w is None:
+            w = self.watches[sid] = _Watch()
+            w.holds += 1
             await self.channels.add(keys(sid)[3])
+        else:
+            w.holds += 1
 
     def known(self, sid: str, epoch: str, seq: int) -> None:
         """What a read of the session's stream found: its epoch and last seq."""
-        w = self.watches[sid]
+        w = self.watches.get(sid)
+        if w is None:
+            return
         if w.epoch is None:
             w.epoch = epoch
         w.seen = max(w.seen, seq)
 
+    async def caught_up(self, sid: str, seq: int, bound: float) -> bool:
+        """Whether frames up to ``seq`` have been relayed (waiting up to ``bound`` seconds for them)."""
+        w = self.watches.get(sid)
+        try:
+            async with asyncio.timeout(bound):
+                while w is not None and w.seen < seq:
+                    await w.moved.wait()
+                    w = self.watches.get(sid)
+        except TimeoutError:
+            return False
+        return w is not None
+
     def attach(self, sid: str, sub: Subscriber, last_seq: int) -> None:
-        w = self.watches[sid]
+        w = self.watches.get(sid)
+        if w is None:  # the session moved (here, or to a new epoch) between the read and now: resume again
+            sub.close(E.CLOSE_RESTART, "the session moved between nodes: resume")
+            return
+        w.holds = max(0, w.holds - 1)
         w.subs[sub] = last_seq
         if w.seen > last_seq:  # frames arrived between the read and now: fetch them for this client
             asyncio.get_running_loop().create_task(self._fill(sid, w, [sub], w.seen + 1))
@@ -72,7 +96,7 @@ class Relay:
         if w is None:
             return
         w.subs.pop(sub, None)
-        if not w.subs:
+        if not w.subs and not w.holds:
             del self.watches[sid]
             asyncio.get_running_loop().create_task(self._unsubscribe(sid))
 
@@ -86,7 +110,9 @@ class Relay:
 
     def forget(self, sid: str) -> None:
         w = self.watches.get(sid)
-        if w is not None and not w.subs:
+        if w is not None:
+            w.holds = max(0, w.holds - 1)
+        if w is not None and not w.subs and not w.holds:
             del self.watches[sid]
             asyncio.get_running_loop().create_task(self._unsubscribe(sid))
 
@@ -141,6 +167,8 @@ class Relay:
                     sub.push(data)
             w.subs[sub] = max(last, first + len(frames) - 1)
         w.seen = max(w.seen, first + len(frames) - 1)
+        w.moved.set()
+        w.moved.clear()
         self.relayed += len(frames)
 
     async def _fill(self, sid: str, w: _Watch, subs: list[Subscriber], upto: int | None) -> None:

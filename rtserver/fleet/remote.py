@@ -24,6 +24,7 @@ from .store import RedisStore
 
 log = structlog.get_logger("rtserver.fleet")
 
+AHEAD_WAIT_S = 1.0  # how long a resume a moment ahead of the frame stream waits for the relay to catch up
 UNKNOWN = "no session with this id: it was closed, expired or never existed; open a new one"
 
 
@@ -106,6 +107,7 @@ class RemoteHandle:
         self.fleet, self.view, self.owner = fleet, view, owner
         self.local: LocalHandle | None = None
         self.subs: set[Subscriber] = set()
+        self.start_at = 0  # a resume that was ahead of the stream: the seq its client already has
 
     @property
     def sid(self) -> str:
@@ -118,8 +120,18 @@ class RemoteHandle:
     def frame(self, frame_id: Any = None, *, snapshot: bool = False) -> F.Frame:
         return self.view.session_frame(frame_id=frame_id, snapshot=snapshot)
 
-    def resume(self, epoch: str, last_seq: int, frame_id: Any) -> tuple[F.Frame, list[bytes]]:
-        r: Resume[bytes] = self.view.log.resume(epoch, last_seq)
+    async def resume(self, epoch: str, last_seq: int, frame_id: Any) -> tuple[F.Frame, list[bytes]]:
+        log_ = self.view.log
+        if epoch == log_.epoch and last_seq > log_.last_seq:
+            # The owner sends its own clients each frame before the frame reaches Redis: a client that saw it
+            # there and resumes here is a moment ahead of the stream. The relay brings those frames; wait for
+            # them (bounded), then the resume recovers with nothing to replay.
+            if await self.fleet.relay.caught_up(self.sid, last_seq, AHEAD_WAIT_S):
+                self.start_at = last_seq
+                frame = self.view.session_frame(frame_id=frame_id, recovered=True)
+                frame["seq"] = last_seq
+                return frame, []
+        r: Resume[bytes] = log_.resume(epoch, last_seq)
         if r.recovered:
             return self.view.session_frame(frame_id=frame_id, recovered=True), r.items
         return self.view.session_frame(frame_id=frame_id, recovered=False, why=r.why, snapshot=True), []
@@ -129,7 +141,7 @@ class RemoteHandle:
             self.local.attach(sub)
             return
         self.subs.add(sub)
-        self.fleet.relay.attach(self.sid, sub, self.view.log.last_seq)
+        self.fleet.relay.attach(self.sid, sub, max(self.view.log.last_seq, self.start_at))
         self._background(self._join(sub))
 
     def detach(self, sub: Subscriber) -> None:
