@@ -228,7 +228,7 @@ class Connection:
                 self._hello_timer = None
             self.send(self.host.welcome())
         elif isinstance(a, C.Open):
-            h = await sessions.open(a.persona, a.params, a.model)
+            h = await sessions.open(a.persona, a.params, a.model, a.card, a.story)
             self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
             self._attach(h)
         elif isinstance(a, C.Attach):
@@ -255,7 +255,9 @@ class Connection:
         elif isinstance(a, C.Rollback):
             await h.rollback(a.tid)
         elif isinstance(a, C.Update):
-            await h.update(a.persona, a.params)
+            await h.update(a.persona, a.params, a.story)
+        elif isinstance(a, C.Edit):
+            await h.edit(a.tid, a.user, a.reply)
         elif isinstance(a, C.Close):
             await h.close()
             self.handles.pop(h.sid, None)
