@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 from typing import Any
 
 import websockets
 from rtprotocol import Codec, GapError
 from rtprotocol import frames as F
+from rtprotocol.cardfile import read_card_file
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -43,6 +45,7 @@ _ACKS = {
     "cancel": ("turn.end",),
     "rollback": ("session.updated",),
     "session.update": ("session.updated",),
+    "edit": ("session.updated",),
     "session.close": ("session.closed",),
 }
 
@@ -254,9 +257,22 @@ class Client:
         return await fut
 
     async def open_session(
-        self, *, persona: str | None = None, params: dict[str, Any] | None = None, model: str | None = None
+        self,
+        *,
+        persona: str | None = None,
+        params: dict[str, Any] | None = None,
+        model: str | None = None,
+        card: dict[str, Any] | str | Path | None = None,
+        **story: Any,
     ) -> Session:
-        frame = {"t": "session.open", "persona": persona, "params": params, "model": model}
+        """A new session. ``card``: a Character Card V2 map, or the path of a card file (JSON, or a PNG card);
+        ``story``: ``user``, ``vars``, ``note``, ``note_depth`` of a card session. A card session's reply
+        carries a snapshot (its greetings are its first turns)."""
+        if isinstance(card, (str, Path)):
+            card = read_card_file(card)
+        frame = {"t": "session.open", "persona": persona, "params": params, "model": model, "card": card, **story}
+        if card is not None:
+            frame["snapshot"] = True
         reply = await self._request({k: v for k, v in frame.items() if v is not None})
         s = self.sessions[reply["sid"]] = Session(self, reply)
         return s
