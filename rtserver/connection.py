@@ -31,6 +31,7 @@ from websockets.protocol import State
 from .errors import RtError, to_error_frame
 from .filters import Pipeline
 from .metrics import Metrics
+from .replay.serverside import ServerRecording
 from .sessions.handle import SessionHandle, Sessions
 from .settings import Settings
 
@@ -72,12 +73,15 @@ class Connection:
         self.sent = 0
         self._close_after: tuple[int, str] | None = None
         self.frames_in = 0
+        self.recording = ServerRecording.of(s)  # replay recordings of chosen sessions (None: not asked for)
 
     # --- sending ----------------------------------------------------------------------------------------------
 
     def push(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.recording is not None:
+            self.recording.sent(data)
         if not self.queue and not self._writing and self._write_now(data):
             return
         if len(self.queue) >= self.max_queue:
@@ -193,11 +197,16 @@ class Connection:
                 h.detach(self)
             if self._writer_task is not None:
                 self._writer_task.cancel()
+            if self.recording is not None:
+                self.recording.close()
 
     async def _on_message(self, message: bytes | str) -> None:
         frame: Any = None
         try:
-            frame = validate_client_frame(self.codec.decode(message))
+            frame = self.codec.decode(message)
+            if self.recording is not None:
+                self.recording.received(frame)
+            frame = validate_client_frame(frame)
             for f in self.host.pipeline.connection:
                 f.frame(frame)
             await self._do(self.core.receive(frame))
@@ -274,6 +283,8 @@ class Connection:
         return h
 
     def _attach(self, h: SessionHandle) -> None:
+        if self.recording is not None:
+            self.recording.attached(h.sid)
         self.handles[h.sid] = h
         self.core.attached_to(h.sid)
         h.attach(self)

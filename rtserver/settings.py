@@ -65,6 +65,8 @@ class Settings:
     top_p: float = 0.95
     max_tokens: int = 256
     log_level: str = "info"
+    record_dir: str = ""  # server-side replay recordings (rtprotocol.recording) go here, one file per connection
+    record_sessions: str = ""  # ... of the connections that attach to these session ids (comma-separated); * = all
 
     def default_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}

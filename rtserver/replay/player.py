@@ -1,7 +1,9 @@
 """Playing one copy of a recording's client side against a server: each connection in turn, each client frame
 sent once the server frames that had come before it in the recording have come again (by kind, deltas aside),
 at the recorded pace (``speed`` 1) or at once (``speed`` 0: as fast as the server answers). Session ids are mapped
-from the recording's to the new server's; a ``session.resume`` (a reconnect in the recording) becomes an attach.
+from the recording's to the new server's; a ``session.resume`` (a reconnect in the recording) becomes an
+attach; a connection recorded from its attach on (a server-side recording of a chosen session) sends ``hello``
+first.
 What the player sent and received is kept as recording entries, compared and written out like a recording."""
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import websockets
-from rtprotocol import Codec
+from rtprotocol import SUBPROTOCOLS, Codec
 from rtprotocol.recording import Entry, Recording
 from websockets.exceptions import ConnectionClosed
 
@@ -37,7 +39,8 @@ class Player:
         stall_s: float = STALL_S,
     ) -> None:
         self.url, self.recording, self.speed = url, recording, speed
-        self.sub = str(recording.header.get("sub") or "rt.v1.msgpack")
+        sub = recording.header.get("sub")
+        self.sub = sub if sub in SUBPROTOCOLS else SUBPROTOCOLS[0]  # (any: a recording holds frames as maps)
         self.codec = Codec(self.sub)
         self.on_turn_end, self.stall_s = on_turn_end, stall_s
         self.sids: dict[str, str] = {}  # the recording's session id -> this server's
@@ -67,6 +70,8 @@ class Player:
         first = entries[0].ms if entries else 0.0
         started = time.monotonic()
         try:
+            if not any(e.sent and e.frame.get("t") == "hello" for e in entries):  # recorded from an attach on
+                await ws.send(self.codec.encode({"t": "hello", "client": "rtserver-replay"}))
             for e in entries:
                 kind = str(e.frame.get("t"))
                 if not e.sent:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from collections.abc import Callable
 from typing import Any
 
 import websockets
@@ -48,20 +49,29 @@ class Proxy:
             await dst.close()
 
 
-async def record(out: str, upstream: str, host: str, port: int, *, ready: asyncio.Event | None = None) -> None:
-    """Proxy ``host:port`` to ``upstream`` until SIGINT or SIGTERM, recording to ``out``."""
+async def record(
+    out: str,
+    upstream: str,
+    host: str,
+    port: int,
+    *,
+    listening: Callable[[int], None] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Proxy ``host:port`` to ``upstream``, recording to ``out``, until ``stop`` is set (or, without one, SIGINT or
+    SIGTERM); ``listening`` is told the port once it listens."""
     recorder = Recorder.to_file(out, url=upstream, sub="")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            asyncio.get_running_loop().add_signal_handler(sig, stop.set)
     proxy = Proxy(upstream, recorder)
     async with serve(
         proxy.handle, host, port, subprotocols=[Subprotocol(p) for p in SUBPROTOCOLS], compression=None, max_size=None
     ) as server:
         bound = server.sockets[0].getsockname()[1] if server.sockets else port
         print(f"recording ws://{host}:{bound}/ -> {upstream} into {out}; Ctrl-C to stop", flush=True)
-        if ready is not None:
-            ready.set()
+        if listening is not None:
+            listening(bound)
         await stop.wait()
     recorder.close()

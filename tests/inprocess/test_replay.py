@@ -14,6 +14,7 @@ from rtserver.cli import main as cli_main
 from rtserver.engine.scripted import SteppedEngine
 from rtserver.replay import diff as D
 from rtserver.replay import run as R
+from rtserver.replay.record import record
 
 CARD = Path(__file__).parent.parent / "data" / "mira.card.json"
 
@@ -109,3 +110,29 @@ async def test_the_command_line_reports_and_exits_with_a_code_ci_can_use(serve, 
     bad.write_text("not a recording\n")
     assert await asyncio.to_thread(cli, "replay", "run", str(bad), "--url", srv.url) == R.BAD_INPUT
     assert await asyncio.to_thread(cli, "replay", "diff", str(rec), str(rec)) == D.SAME
+
+
+async def test_a_server_records_chosen_sessions_itself(serve, tmp_path):
+    folder = tmp_path / "recordings"
+    srv = await serve(engine=free(), record_dir=str(folder), record_sessions="*")
+    texts = await record_story(srv.url, tmp_path / "client-side.jsonl")
+    (path,) = folder.iterdir()
+    server_side, client_side = load(path), load(tmp_path / "client-side.jsonl")
+    assert [e.frame["t"] for e in server_side.entries] == [e.frame["t"] for e in client_side.entries]
+    assert [t.text for t in D.by_connection(server_side.entries)[0]] == texts
+    fresh = await serve(engine=free(), data_dir=str(tmp_path / "fresh"))
+    assert (await R.run(server_side, fresh.url, speed=0)).code == R.OK
+
+
+async def test_the_recording_proxy_records_any_client(serve, tmp_path):
+    srv = await serve(engine=free())
+    out, stop = tmp_path / "proxy.jsonl", asyncio.Event()
+    port: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    proxy = asyncio.create_task(record(str(out), srv.url, "127.0.0.1", 0, listening=port.set_result, stop=stop))
+    texts = await record_story(f"ws://127.0.0.1:{await port}/", tmp_path / "client-side.jsonl")
+    stop.set()
+    await proxy
+    recorded = load(out)
+    assert recorded.header["url"] == srv.url
+    assert [t.text for t in D.by_connection(recorded.entries)[0]] == texts
+    assert [e.frame for e in recorded.entries] == [e.frame for e in load(tmp_path / "client-side.jsonl").entries]
