@@ -43,6 +43,7 @@ class Session:
     def __init__(self, data: SessionData, capacity: int, *, gen: int, reserved: int, now: float) -> None:
         self.data = data
         self.story = Story.from_dict(data.story) if data.story is not None else None  # (parsed once, kept)
+        self.lore_seen: dict[int, tuple[int, ...]] = {}  # the keyed book entries each turn's prompt activated
         self.capacity = capacity  # frames kept for resume
         self.log: FrameLog[bytes] = FrameLog(new_epoch(), capacity)
         self.gen = gen  # the store's fencing token for this node's writes

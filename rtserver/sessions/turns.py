@@ -131,6 +131,7 @@ class Turns:
                 persona=s.data.persona,
                 continue_last=continue_last,
                 impersonate=impersonate,
+                seen=s.lore_seen,
             )
             messages, lore = r.messages, r.lore
         else:

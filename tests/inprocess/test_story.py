@@ -96,7 +96,9 @@ async def test_story_vars_set_and_unset_mid_story_reach_the_next_prompt(serve):
 async def test_the_authors_note_goes_at_its_depth(serve):
     srv = await serve(engine=Keeping())
     async with Client(srv.url) as c:
-        s = await c.open_session(card=mira(), note="It is raining.", note_depth=0)
+        card = mira()
+        del card["data"]["character_book"]  # (the scripted replies name things the book has entries for)
+        s = await c.open_session(card=card, note="It is raining.", note_depth=0)
         await (await s.say("Hi")).result()
         assert srv.engine.prompt()[-2:] == [
             ("system", "[Author's note: It is raining.]"),
@@ -203,9 +205,13 @@ async def test_lore_activated_by_keys_is_reported_and_in_the_prompt(serve):
         s = await c.open_session(card=mira(), user="Ada")
         r = await (await s.say("Is the lamp lit?")).result()
         assert r.lore == [4, 1, 6]
-        system = srv.engine.prompt()[0][1]
-        assert "The lamp burns whale oil" in system and "Whalers come each spring." in system
-        assert "NEVER-INSERTED" not in system and "SECRET-CREATOR-NOTE" not in system
+        prompt = srv.engine.prompt()
+        assert prompt[-3] == (
+            "system",
+            "[Lore]\nThe lamp burns whale oil and must be trimmed at midnight.\n\nWhalers come each spring.",
+        )
+        assert "Gull Rock has no trees." in prompt[0][1]  # the constant entry, in the card's text
+        assert not any("NEVER-INSERTED" in text or "SECRET-CREATOR-NOTE" in text for _, text in prompt)
 
 
 async def test_samplers_reach_the_engine_and_bad_values_are_refused(serve):

@@ -44,10 +44,10 @@ EXPECTED = (
     "Mira keeps the lighthouse on Gull Rock. She knows every ship that passed in forty years.\n\n"
     "Mira's personality: dry, patient, fond of Ada\n\n"
     "Scenario: Ada rows out to the lighthouse in a storm.\n\n"
-    "The lamp burns whale oil and must be trimmed at midnight.\n\n"
-    "Whalers come each spring.\n\n"
     "[Example dialogue]\nAda: Any ships tonight?\nMira: Only the ones that sank.<|im_end|>\n"
     "<|im_start|>assistant\n*Mira opens the door.* In with you, Ada, before the sea takes you.<|im_end|>\n"
+    "<|im_start|>system\n[Lore]\nThe lamp burns whale oil and must be trimmed at midnight.\n\n"
+    "Whalers come each spring.<|im_end|>\n"
     "<|im_start|>user\nIs the lamp lit?<|im_end|>\n"
     "<|im_start|>system\nKeep replies under three sentences.<|im_end|>\n"
     "<|im_start|>assistant\n"
@@ -198,6 +198,28 @@ def test_story_vars_sit_after_the_turn_they_changed_at_and_the_note_at_its_depth
     ]
     story.note_depth = 0
     assert render(story, path, "Now?").messages[-2].content == "[Author's note: Rain.]"
+
+
+def test_the_lore_block_stays_put_while_its_entries_do_not_change():
+    story = Story(mira(), user="Ada")
+
+    def lore_at(path: list[Node], line: str, seen: dict) -> int:
+        msgs = render(story, path, line, seen=seen).messages
+        return next(i for i, m in enumerate(msgs) if m.content.startswith("[Lore]"))
+
+    seen: dict = {}
+    t2 = Node(2, "say", "Is the lamp lit?", "It is.")
+    t3 = Node(3, "say", "Trim the lamp.", "Done.")
+    assert lore_at([GREETING], "Is the lamp lit?", seen) == 2  # new: before the newest line
+    assert lore_at([GREETING, t2], "Trim the lamp.", seen) == 2  # the same entries: where it was
+    assert lore_at([GREETING, t2, t3], "And the lamp?", seen) == 2
+    moved = render(story, [GREETING, t2, t3], "Any gold?", seen=seen).messages  # gold joins: it moves down
+    assert [m.content.split("\n")[0] for m in moved[-3:]] == ["[Lore]", "Any gold?", PHI]
+    assert "Gold coins" in moved[-3].content and seen == {2: (0, 5), 3: (0, 5)}
+    assert lore_at([GREETING, t2, t3], "And the lamp?", None) == 2  # the same without the cache
+
+
+PHI = "Keep replies under three sentences."
 
 
 def test_base64_card_in_png_round_trips_unicode():
