@@ -22,6 +22,7 @@ from their old place (the turns since the last change), never from the card's te
 block, not the system message, for that reason (their ``position`` orders them within it); ``turn.end.usage``
 shows what a turn reused.
 """
+
 from __future__ import annotations
 
 import json
