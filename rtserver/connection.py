@@ -187,6 +187,10 @@ class Connection:
         try:
             async for message in ws:
                 self.frames_in += 1
+                if len(message) > self.host.settings.max_frame_bytes and not self._card_put(message):
+                    self.closing = True
+                    await self._close(E.CLOSE_TOO_BIG, "frame over welcome.limits.max_frame_bytes")
+                    return
                 await self._on_message(message)
         except ConnectionClosed:
             pass
@@ -199,6 +203,15 @@ class Connection:
                 self._writer_task.cancel()
             if self.recording is not None:
                 self.recording.close()
+
+    def _card_put(self, message: bytes | str) -> bool:
+        """Whether a frame over ``max_frame_bytes`` is a ``card.put`` (whose limit, ``max_card_bytes``, the socket
+        enforces)."""
+        try:
+            frame = self.codec.decode(message)
+        except Exception:
+            return False
+        return isinstance(frame, dict) and frame.get("t") == "card.put"
 
     async def _on_message(self, message: bytes | str) -> None:
         frame: Any = None
@@ -240,6 +253,11 @@ class Connection:
             h = await sessions.open(a.persona, a.params, a.model, a.card, a.story)
             self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
             self._attach(h)
+        elif isinstance(a, C.PutCard):
+            reply = {"t": "card", **await sessions.put_card(a.card)}
+            if a.frame_id is not None:
+                reply["id"] = a.frame_id
+            self.send(reply)
         elif isinstance(a, C.Attach):
             h = await sessions.get(a.sid)
             self.send(h.frame(a.frame_id, snapshot=True))

@@ -39,6 +39,7 @@ from .sessions.local import LocalStore
 from .sessions.manager import SessionConfig, SessionManager
 from .sessions.turns import Turns
 from .settings import Settings
+from .story.registry import CardRegistry
 
 log = structlog.get_logger("rtserver")
 
@@ -98,7 +99,8 @@ class Server:
             ),
         )
         self.turns = Turns(self.manager, self.pipeline)
-        self.sessions = Sessions(self.manager, self.turns)
+        self.cards = CardRegistry(Path(s.data_dir) / "cards")
+        self.sessions = Sessions(self.manager, self.turns, self.cards)
         self.maintenance = Maintenance(self.manager, self.store, s)
         self.metrics.watch_store(self.store, self.manager)
         self.connections: set[Connection] = set()
@@ -120,6 +122,7 @@ class Server:
             "sessions_per_connection": s.max_sessions_per_connection,
             "bad_frames_burst": s.bad_frames_burst,
             "bad_frames_per_s": s.bad_frames_per_s,
+            "max_card_bytes": s.max_card_bytes,
         }
         return F.welcome(f"rtserver/{__version__}", self.node_id, limits, s.heartbeat, sorted(self.engines))
 
@@ -219,7 +222,7 @@ class Server:
             select_subprotocol=self._subprotocol,
             subprotocols=[Subprotocol(p) for p in F.SUBPROTOCOLS],
             compression=None,
-            max_size=s.max_frame_bytes,
+            max_size=max(s.max_frame_bytes, s.max_card_bytes),  # (frames other than card.put: Connection)
             ping_interval=s.heartbeat or None,
             ping_timeout=s.heartbeat or None,
             close_timeout=CLOSE_TIMEOUT,

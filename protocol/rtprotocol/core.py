@@ -51,6 +51,13 @@ class Open(Action):
 
 
 @dataclass
+class PutCard(Action):
+    """``card.put``: register a card (too large for ``session.open``) and answer with its ``cid``."""
+
+    card: dict[str, Any]
+
+
+@dataclass
 class Attach(Action):
     """``session.open`` with a ``sid``: attach to an existing session; the reply carries a snapshot."""
 
@@ -138,6 +145,8 @@ class ConnectionCore:
             story = {k: frame[k] for k in STORY_KEYS if k in frame}
             snapshot = bool(frame.get("snapshot"))
             return Open(fid, frame.get("persona"), params, frame.get("model"), snapshot, frame.get("card"), story)
+        if kind == "card.put":
+            return PutCard(fid, frame["card"])
         if kind == "session.resume":
             self._room_for(frame["sid"], fid)
             return Resume(fid, frame["sid"], frame["ep"], frame["last_seq"])

@@ -92,6 +92,7 @@ CLIENT_FRAMES: Final[dict[str, _Spec]] = {
     "edit": {**_OPT_SID, "tid": ((int,), True), "user": ((str,), False), "reply": ((str,), False)},
     "impersonate": {**_OPT_SID, **_PARAMS},
     "session.close": _OPT_SID,
+    "card.put": {"card": ((dict,), True)},
     "ping": {"ts": (_NUM, False)},
 }
 
@@ -244,6 +245,7 @@ LIMIT_KEYS: Final = (
     "sessions_per_connection",
     "bad_frames_burst",
     "bad_frames_per_s",
+    "max_card_bytes",
 )
 
 

@@ -83,6 +83,7 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
                 "sessions_per_connection": 64,
                 "bad_frames_burst": 32,
                 "bad_frames_per_s": 1.0,
+                "max_card_bytes": 4194304,
             },
             "hb": 20,
             "models": ["default"],
@@ -236,6 +237,12 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
         {"t": "session.update", "id": 21, "vars": {"coins": 4}, "unset": ["quest"], "note": ""},
     ),
     ("edit", {"t": "edit", "id": 22, "tid": 3, "reply": "Hmph. Fine."}),
+    (
+        "card_put",
+        {"t": "card.put", "id": 24, "card": {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Bram"}}},
+    ),
+    ("card", {"t": "card", "id": 24, "cid": "0f1e2d3c4b5a6978", "name": "Bram", "version": ""}),
+    ("session_open_cid", {"t": "session.open", "id": 25, "card": {"cid": "0f1e2d3c4b5a6978"}, "user": "Ada"}),
     ("impersonate", {"t": "impersonate", "id": 23, "params": {"top_k": 40, "min_p": 0, "repeat_penalty": 1}}),
     (
         "turn_end_schema",

@@ -7,12 +7,14 @@ history: it asks the handle for frames and results.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from rtprotocol import Resume
 from rtprotocol import frames as F
 
 from ..errors import ClientError
+from ..story.registry import CardRegistry
 from . import storyline
 from .manager import SessionManager
 from .session import Session, Subscriber
@@ -96,8 +98,12 @@ class LocalHandle:
 class Sessions:
     """Hands out handles: the transport's entry to the session layer."""
 
-    def __init__(self, manager: SessionManager, turns: Turns) -> None:
+    def __init__(self, manager: SessionManager, turns: Turns, cards: CardRegistry | None = None) -> None:
         self.manager, self.turns = manager, turns
+        self.cards = cards or CardRegistry(Path("cards"))
+
+    async def put_card(self, card: dict[str, Any]) -> dict[str, Any]:
+        return await self.cards.put(card)
 
     async def open(
         self,
@@ -112,6 +118,8 @@ class Sessions:
             if story:
                 raise ClientError("session.open: user, vars, note and note_depth need a card")
             return LocalHandle(await self.manager.create(persona, params, model), self.manager, self.turns)
+        if set(card) == {"cid"} and isinstance(card["cid"], str):  # a card registered by card.put
+            card = await self.cards.get(card["cid"])
         state = storyline.new_story(card, story or {}, self.manager.config.max_text).to_dict()
         s = await self.manager.create(persona, params, model, state)
         await storyline.open_story(self.manager, s)

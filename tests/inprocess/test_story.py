@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from rtclient import Client, RtClientError
+from websockets.exceptions import ConnectionClosed
 
 from rtserver.engine.base import Event, Request
 from rtserver.engine.scripted import SteppedEngine
@@ -242,3 +243,31 @@ async def test_bad_cards_and_story_fields_without_a_card_are_refused(serve):
     await r.send({"t": "session.update", "id": 3, "vars": {"a": 1}})
     err, _ = await r.until("error")
     assert err["code"] == "bad_field" and "card session" in err["msg"]
+
+
+async def test_a_card_too_large_for_a_frame_is_put_once_and_named_by_its_cid(serve, tmp_path):
+    big = mira()
+    big["data"]["character_book"]["token_budget"] = 100_000
+    entries = big["data"]["character_book"]["entries"]
+    entries += [{"id": 100 + i, "keys": [f"word{i}"], "content": "x" * 1000, "enabled": True} for i in range(100)]
+    srv = await serve(engine=Keeping(), max_frame_bytes=65536)
+    async with Client(srv.url) as c:
+        assert c.welcome["limits"]["max_card_bytes"] == 4 * 1024 * 1024
+        with pytest.raises(RtClientError) as info:
+            await c.open_session(card={"cid": "0123456789abcdef"})
+        assert info.value.code == "bad_field" and "card.put" in info.value.message
+        cid = await c.put_card(big)
+        assert cid == await c.put_card(big)  # the same card, the same cid
+        s = await c.open_session(card={"cid": cid}, user="Ada")
+        assert s.snapshot["turns"][0]["kind"] == "greeting" and s.state["story"]["card"]["digest"] == cid
+        r = await (await s.say("Tell me about word42.")).result()
+        assert 142 in r.lore
+    await srv.stop()
+    again = await serve(engine=Keeping(), max_frame_bytes=65536)
+    async with Client(again.url) as c:
+        assert (await c.open_session(card={"cid": cid})).state["story"]["card"]["name"] == "Mira"
+    raw = await Raw.connect(again.url)
+    await raw.send({"t": "session.open", "persona": "x" * 70000})  # not a card.put: over max_frame_bytes
+    with pytest.raises(ConnectionClosed) as closed:
+        await raw.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009

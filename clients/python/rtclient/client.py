@@ -294,6 +294,14 @@ class Client:
         s = self.sessions[reply["sid"]] = Session(self, reply)
         return s
 
+    async def put_card(self, card: dict[str, Any] | str | Path) -> str:
+        """Register a card too large for ``session.open`` (a card map or file); returns its ``cid`` for
+        ``open_session(card={"cid": cid})``."""
+        if isinstance(card, (str, Path)):
+            card = read_card_file(card)
+        reply = await self._request({"t": "card.put", "card": card}, expect="card")
+        return str(reply["cid"])
+
     async def attach(self, sid: str) -> Session:
         """Join an existing session (another device, a spectator); the reply carries a snapshot."""
         reply = await self._request({"t": "session.open", "sid": sid})
