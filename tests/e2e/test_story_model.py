@@ -80,3 +80,20 @@ async def test_sessions_of_one_card_share_its_prefilled_text(start_server, bundl
     assert shared >= 3 * (prompt - 20)  # three of the four copied the card's KV instead of computing it
     assert await engine_counter(srv, "prefilled_tokens") < 2 * prompt
     assert json.dumps(results[0].usage)
+
+
+async def test_storyteller_samplers_run_in_llama_cpp(start_server, bundled_model):
+    srv = start_server("--slots", "4")
+    line, persona = "Tell me about the old tower.", "You are Mira, a herbalist."
+    async with Client(srv.url) as c:
+
+        async def reply(**params: object) -> str:
+            s = await c.open_session(persona=persona, params={"max_tokens": 24, **params})
+            return (await (await s.say(line)).result()).text
+
+        greedy = await reply(temperature=0)
+        assert await reply(temperature=1.0, seed=5, top_k=1) == greedy  # only the likeliest token is left
+        assert await reply(temperature=1.0, seed=5, min_p=1.0) == greedy
+        penalised = await reply(temperature=0, repeat_penalty=1.5, repeat_last_n=-1, frequency_penalty=0.5)
+        assert penalised and penalised == await reply(temperature=0, repeat_penalty=1.5, repeat_last_n=-1,
+                                                      frequency_penalty=0.5)  # fmt: skip
