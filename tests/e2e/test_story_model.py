@@ -97,3 +97,26 @@ async def test_storyteller_samplers_run_in_llama_cpp(start_server, bundled_model
         penalised = await reply(temperature=0, repeat_penalty=1.5, repeat_last_n=-1, frequency_penalty=0.5)
         assert penalised and penalised == await reply(temperature=0, repeat_penalty=1.5, repeat_last_n=-1,
                                                       frequency_penalty=0.5)  # fmt: skip
+
+
+def test_a_cards_text_is_tokenized_once_for_every_session_that_opens_with_it(bundled_model):
+    from rtserver.engine.model import Model
+    from rtserver.engine.planner import Planner
+    from rtserver.engine.prompt import ChatTemplate
+    from rtserver.story.render import render
+    from rtserver.story.state import Story
+
+    model = Model(bundled_model)
+    try:
+        planner = Planner(model, n_ctx_seq=2048, can_shift=False, counters={})
+        story = Story(json.loads(CARD.read_text()), user="Ada")
+        texts = [
+            ChatTemplate(None).render(render(story, [], line).messages).encode()
+            for line in ("Is the lamp lit?", "Any ships?", "Hello, Mira.")
+        ]
+        got = [planner.tokenize(t, []) for t in texts]
+        assert got == [model.tokenize_bytes(t) for t in texts]  # the same tokens as tokenizing it all
+        card_tokens = planner.counters["cached_prefix_tokens"] // 2
+        assert card_tokens > 100 and planner.counters["cached_prefix_tokens"] == 2 * card_tokens
+    finally:
+        model.close()
