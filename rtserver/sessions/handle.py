@@ -7,7 +7,6 @@ history: it asks the handle for frames and results.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Protocol
 
 from rtprotocol import Resume
@@ -100,7 +99,7 @@ class Sessions:
 
     def __init__(self, manager: SessionManager, turns: Turns, cards: CardRegistry | None = None) -> None:
         self.manager, self.turns = manager, turns
-        self.cards = cards or CardRegistry(Path("cards"))
+        self.cards = cards or CardRegistry(None)  # (in memory: a server gives one under its data_dir)
 
     async def put_card(self, card: dict[str, Any]) -> dict[str, Any]:
         return await self.cards.put(card)

@@ -19,8 +19,8 @@ KEEP = 256  # cards held in memory (the rest are read from disk when named)
 
 
 class CardRegistry:
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
+    def __init__(self, folder: Path | None) -> None:
+        self.folder = folder  # None: kept in memory only
         self._cards: dict[str, dict[str, Any]] = {}
 
     async def put(self, raw: dict[str, Any]) -> dict[str, Any]:
@@ -30,28 +30,30 @@ class CardRegistry:
         except CardError as exc:
             raise ClientError(f"card.put.card: {exc}"[:300]) from None
         cid = card_digest(raw)
-        if cid not in self._cards:
+        if cid not in self._cards and self.folder is not None:
             try:
                 await asyncio.to_thread(self._write, cid, raw)
             except OSError as exc:
                 raise StoreFailed(f"the card could not be written: {exc.strerror or exc}") from exc
-            self._remember(cid, raw)
+        self._remember(cid, raw)
         return {"cid": cid, "name": card.name, "version": card.character_version}
 
     def _write(self, cid: str, raw: dict[str, Any]) -> None:
+        assert self.folder is not None
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f"{cid}.json.tmp"
         tmp.write_text(json.dumps(raw, ensure_ascii=False))
         tmp.replace(self.folder / f"{cid}.json")
 
     def _remember(self, cid: str, raw: dict[str, Any]) -> None:
+        self._cards.pop(cid, None)  # (most recently used last)
         if len(self._cards) >= KEEP:
             del self._cards[next(iter(self._cards))]
         self._cards[cid] = raw
 
     async def get(self, cid: str) -> dict[str, Any]:
         raw = self._cards.get(cid)
-        if raw is None and CID.fullmatch(cid):
+        if raw is None and self.folder is not None and CID.fullmatch(cid):
             try:
                 raw = json.loads(await asyncio.to_thread((self.folder / f"{cid}.json").read_text))
             except (OSError, ValueError):
