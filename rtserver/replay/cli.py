@@ -34,6 +34,7 @@ def add_commands(sub: Any) -> None:
     run.add_argument("--out", metavar="FILE", help="write the first copy's frames as a recording (for replay diff)")
     run.add_argument("--json", metavar="FILE", help="write the report as JSON")
     run.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None, help="show a progress bar")
+    run.add_argument("--turns", action="store_true", help="list each turn's latency beside the recording's")
     d = rs.add_parser("diff", help="what changed from recording A to B; exit 0 none, 1 text/reason, 3 timings only")
     d.add_argument("a", metavar="A")
     d.add_argument("b", metavar="B")
@@ -65,7 +66,7 @@ def main(args: argparse.Namespace) -> int:
     bar = R.Progress(0, show=args.progress)
     out = Path(args.out) if args.out else None
     report = asyncio.run(R.run(recording, args.url, speed=speed, copies=args.copies, out=out, progress=bar))
-    R.print_report(report)
+    R.print_report(report, turns=args.turns)
     if args.json:
         Path(args.json).write_text(json.dumps({**report.summary(), "per_turn": report.per_turn}, indent=1) + "\n")
     return report.code

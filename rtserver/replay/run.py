@@ -151,8 +151,13 @@ def write(path: Path, url: str, sub: str, entries: list[Entry]) -> None:
         f.writelines(entry_line(e) for e in entries)
 
 
-def print_report(report: Report, out: TextIO | None = None) -> None:
+def print_report(report: Report, out: TextIO | None = None, *, turns: bool = False) -> None:
+    """The summary; with ``turns``, first each turn of the first copy, its latency beside the recording's."""
     out = out or sys.stdout
+    for t in report.per_turn if turns else ():
+        rec, got = t["first_ms"]
+        same = {True: "same text", False: "TEXT DIFFERS", None: "not deterministic"}[t["same"]]
+        out.write(f"conn {t['conn']} turn {t['turn']} {t['kind']}: first delta {got} ms (recorded {rec} ms), {same}\n")
     s = report.summary()
     fd = s["first_delta_ms"]
     out.write(

@@ -101,11 +101,13 @@ async def test_the_command_line_reports_and_exits_with_a_code_ci_can_use(serve, 
         return 0
 
     code = await asyncio.to_thread(
-        cli, "replay", "run", str(rec), "--url", srv.url, "--speed", "max", "--copies", "3", "--json", str(report)
-    )
+        cli, "replay", "run", str(rec), "--url", srv.url, "--speed", "max", "--copies", "3", "--json", str(report),
+        "--turns",
+    )  # fmt: skip
     assert code == 0
     assert json.loads(report.read_text())["turns"] == 12
-    assert "12 turns (3 copies)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "12 turns (3 copies)" in out and out.count("same text") == 3 and "turn 2 regenerate" in out
     bad = tmp_path / "bad.jsonl"
     bad.write_text("not a recording\n")
     assert await asyncio.to_thread(cli, "replay", "run", str(bad), "--url", srv.url) == R.BAD_INPUT
