@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         "check", help="read every session file and report damaged records and torn tails (changes nothing)"
     )
     c.add_argument("dir", metavar="DIR", help=f"the server's --data-dir (default {d.data_dir})", nargs="?")
+    from .replay.cli import add_commands
+
+    add_commands(sub)
     return p
 
 
@@ -86,6 +89,10 @@ def main(argv: list[str] | None = None) -> None:
         from .sessions.check import check
 
         sys.exit(check(Path(args.dir or Settings().data_dir)))
+    if args.command in ("replay", "card"):
+        from .replay.cli import main as replay_main
+
+        sys.exit(replay_main(args))
     if args.command != "serve":
         _parser().print_help()
         sys.exit(2)

@@ -32,6 +32,7 @@ from websockets.protocol import State
 from .errors import RtError, to_error_frame
 from .filters import Pipeline
 from .metrics import Metrics
+from .replay.serverside import ServerRecording
 from .sessions.handle import SessionHandle, Sessions
 from .settings import Settings
 
@@ -75,12 +76,15 @@ class Connection:
         self.frames_in = 0
         self.who = {"id": secrets.token_hex(4), "client": ""}  # what presence shows of this connection
         self.presence = False  # hello.presence: send join/leave frames of the sessions attached
+        self.recording = ServerRecording.of(s)  # replay recordings of chosen sessions (None: not asked for)
 
     # --- sending ----------------------------------------------------------------------------------------------
 
     def push(self, data: bytes) -> None:
         if self.closing:
             return
+        if self.recording is not None:
+            self.recording.sent(data)
         if not self.queue and not self._writing and self._write_now(data):
             return
         if len(self.queue) >= self.max_queue:
@@ -186,6 +190,10 @@ class Connection:
         try:
             async for message in ws:
                 self.frames_in += 1
+                if len(message) > self.host.settings.max_frame_bytes and not self._card_put(message):
+                    self.closing = True
+                    await self._close(E.CLOSE_TOO_BIG, "frame over welcome.limits.max_frame_bytes")
+                    return
                 await self._on_message(message)
         except ConnectionClosed:
             pass
@@ -196,11 +204,26 @@ class Connection:
                 h.detach(self)
             if self._writer_task is not None:
                 self._writer_task.cancel()
+            if self.recording is not None:
+                self.recording.close()
+
+    def _card_put(self, message: bytes | str) -> bool:
+        """Whether a frame over ``max_frame_bytes`` is a ``card.put`` (whose limit, ``max_card_bytes``, the socket
+        enforces)."""
+        try:
+            frame = self.codec.decode(message)
+        except Exception:
+            return False
+        return isinstance(frame, dict) and frame.get("t") == "card.put"
 
     async def _on_message(self, message: bytes | str) -> None:
         frame: Any = None
         try:
             frame = validate_client_frame(self.codec.decode(message))
+            frame = self.codec.decode(message)
+            if self.recording is not None:
+                self.recording.received(frame)
+            frame = validate_client_frame(frame)
             if frame["t"] == "hello":
                 self.who["client"] = str(frame.get("client") or "")[:64]
                 self.presence = bool(frame.get("presence"))
@@ -234,9 +257,14 @@ class Connection:
                 self._hello_timer = None
             self.send(self.host.welcome())
         elif isinstance(a, C.Open):
-            h = await sessions.open(a.persona, a.params, a.model)
+            h = await sessions.open(a.persona, a.params, a.model, a.card, a.story)
             self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
             self._attach(h)
+        elif isinstance(a, C.PutCard):
+            reply = {"t": "card", **await sessions.put_card(a.card)}
+            if a.frame_id is not None:
+                reply["id"] = a.frame_id
+            self.send(reply)
         elif isinstance(a, C.Attach):
             h = await sessions.get(a.sid)
             self.send(h.frame(a.frame_id, snapshot=True))
@@ -261,7 +289,9 @@ class Connection:
         elif isinstance(a, C.Rollback):
             await h.rollback(a.tid)
         elif isinstance(a, C.Update):
-            await h.update(a.persona, a.params)
+            await h.update(a.persona, a.params, a.story)
+        elif isinstance(a, C.Edit):
+            await h.edit(a.tid, a.user, a.reply)
         elif isinstance(a, C.Close):
             await h.close()
             self.handles.pop(h.sid, None)
@@ -278,6 +308,8 @@ class Connection:
         return h
 
     def _attach(self, h: SessionHandle) -> None:
+        if self.recording is not None:
+            self.recording.attached(h.sid)
         self.handles[h.sid] = h
         self.core.attached_to(h.sid)
         h.attach(self)

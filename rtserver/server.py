@@ -41,6 +41,7 @@ from .sessions.manager import SessionConfig, SessionManager
 from .sessions.store import Store
 from .sessions.turns import Turns
 from .settings import Settings
+from .story.registry import CardRegistry
 
 log = structlog.get_logger("rtserver")
 
@@ -106,8 +107,11 @@ class Server:
             ),
         )
         self.turns = Turns(self.manager, self.pipeline)
+        self.cards = CardRegistry(Path(s.data_dir) / "cards")
         self.sessions = (
-            Sessions(self.manager, self.turns) if self.fleet is None else self.fleet.bind(self.manager, self.turns)
+            Sessions(self.manager, self.turns, self.cards)
+            if self.fleet is None
+            else self.fleet.bind(self.manager, self.turns, self.cards)
         )
         self.maintenance = Maintenance(self.manager, self.store, s)
         self.metrics.watch_store(self.store, self.manager)
@@ -130,6 +134,7 @@ class Server:
             "sessions_per_connection": s.max_sessions_per_connection,
             "bad_frames_burst": s.bad_frames_burst,
             "bad_frames_per_s": s.bad_frames_per_s,
+            "max_card_bytes": s.max_card_bytes,
         }
         return F.welcome(f"rtserver/{__version__}", self.node_id, limits, s.heartbeat, sorted(self.engines))
 
@@ -242,7 +247,7 @@ class Server:
             select_subprotocol=self._subprotocol,
             subprotocols=[Subprotocol(p) for p in F.SUBPROTOCOLS],
             compression=None,
-            max_size=s.max_frame_bytes,
+            max_size=max(s.max_frame_bytes, s.max_card_bytes),  # (frames other than card.put: Connection)
             ping_interval=s.heartbeat or None,
             ping_timeout=s.heartbeat or None,
             close_timeout=CLOSE_TIMEOUT,

@@ -58,6 +58,7 @@ class Settings:
     bad_frames_per_s: float = 1.0  # ... and after that, per second (unknown frame types never count)
     send_queue: int = 4096  # frames queued per connection before a slow reader is cut off (4008)
     max_frame_bytes: int = 65536  # larger frames are closed with 1009
+    max_card_bytes: int = 4 * 1024 * 1024  # a card.put frame may be this large (a card with a large character book)
     max_text: int = 16384  # characters in say.text and persona
     max_sessions_per_connection: int = 64
     heartbeat: float = 20.0  # seconds between pings; a peer silent for as long again is closed
@@ -69,6 +70,8 @@ class Settings:
     top_p: float = 0.95
     max_tokens: int = 256
     log_level: str = "info"
+    record_dir: str = ""  # server-side replay recordings (rtprotocol.recording) go here, one file per connection
+    record_sessions: str = ""  # ... of the connections that attach to these session ids (comma-separated); * = all
 
     def default_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
@@ -175,6 +178,7 @@ def _validate(s: Settings) -> None:
         "frame_log",
         "send_queue",
         "max_frame_bytes",
+        "max_card_bytes",
         "max_text",
         "max_tokens",
         "max_sessions_per_connection",

@@ -17,7 +17,8 @@ from typing import Any
 from . import frames as F
 from .errors import ProtocolError
 
-TURN_FRAMES = ("say", "regenerate", "continue")
+TURN_FRAMES = ("say", "regenerate", "continue", "impersonate")
+STORY_KEYS = ("user", "vars", "note", "note_depth")  # session.open/session.update: a card session's story state
 
 
 @dataclass
@@ -45,6 +46,15 @@ class Open(Action):
     params: dict[str, Any]
     model: str | None
     snapshot: bool = False  # the reply carries a (still empty) snapshot only when asked
+    card: dict[str, Any] | None = None  # a Character Card V2 map
+    story: dict[str, Any] = field(default_factory=dict)  # user, vars, note, note_depth as sent
+
+
+@dataclass
+class PutCard(Action):
+    """``card.put``: register a card (too large for ``session.open``) and answer with its ``cid``."""
+
+    card: dict[str, Any]
 
 
 @dataclass
@@ -93,6 +103,16 @@ class Rollback(SessionAction):
 class Update(SessionAction):
     persona: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    story: dict[str, Any] = field(default_factory=dict)  # user, vars, note, note_depth, unset as sent
+
+
+@dataclass
+class Edit(SessionAction):
+    """An edited sibling of turn ``tid``: its user line and/or reply replaced."""
+
+    tid: int = 0
+    user: str | None = None
+    reply: str | None = None
 
 
 @dataclass
@@ -122,7 +142,11 @@ class ConnectionCore:
                 self._room_for(frame["sid"], fid)
                 return Attach(fid, frame["sid"])
             self._room_for(None, fid)
-            return Open(fid, frame.get("persona"), params, frame.get("model"), bool(frame.get("snapshot")))
+            story = {k: frame[k] for k in STORY_KEYS if k in frame}
+            snapshot = bool(frame.get("snapshot"))
+            return Open(fid, frame.get("persona"), params, frame.get("model"), snapshot, frame.get("card"), story)
+        if kind == "card.put":
+            return PutCard(fid, frame["card"])
         if kind == "session.resume":
             self._room_for(frame["sid"], fid)
             return Resume(fid, frame["sid"], frame["ep"], frame["last_seq"])
@@ -149,7 +173,10 @@ class ConnectionCore:
         if kind == "rollback":
             return Rollback(fid, sid, attach, frame["tid"])
         if kind == "session.update":
-            return Update(fid, sid, attach, frame.get("persona"), params)
+            story = {k: frame[k] for k in (*STORY_KEYS, "unset") if k in frame}
+            return Update(fid, sid, attach, frame.get("persona"), params, story)
+        if kind == "edit":
+            return Edit(fid, sid, attach, frame["tid"], frame.get("user"), frame.get("reply"))
         assert kind == "session.close", kind
         return Close(fid, sid, attach)
 

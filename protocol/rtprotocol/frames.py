@@ -10,7 +10,7 @@ Server frames are built by the helpers at the bottom, so their shape lives in on
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypedDict
 
 from .errors import ProtocolError
@@ -23,7 +23,7 @@ SUBPROTOCOLS: Final = (SUBPROTOCOL_MSGPACK, SUBPROTOCOL_JSON)
 Frame = dict[str, Any]
 FinishReason = Literal["stop", "length", "cancelled", "error"]
 FINISH_REASONS: Final = ("stop", "length", "cancelled", "error")
-TurnKind = Literal["say", "regenerate", "continue"]
+TurnKind = Literal["say", "regenerate", "continue", "impersonate"]
 #: ``turn.end.code`` on a turn that ended with reason ``error`` (each one is also in ``ERROR_CODES``).
 TURN_ERROR_CODES: Final = ("store_failed", "engine_error", "internal")
 #: Integers a peer may send: |x| < 2^53, what a double (JSON, JavaScript) holds exactly.
@@ -39,6 +39,12 @@ class Params(TypedDict, total=False):
     max_tokens: int
     stop: list[str]
     priority: int
+    top_k: int
+    min_p: float
+    repeat_penalty: float
+    repeat_last_n: int
+    presence_penalty: float
+    frequency_penalty: float
 
 
 _NUM = (int, float)
@@ -48,6 +54,14 @@ _Spec = dict[str, tuple[tuple[type, ...], bool]]
 _SID: _Spec = {"sid": ((str,), True)}
 _OPT_SID: _Spec = {"sid": ((str,), False)}
 _PARAMS: _Spec = {"params": ((dict,), False)}
+# The story state of a card session (session.open with a card, session.update): the player's name for {{user}},
+# story variables, the author's note and its depth.
+_STORY: _Spec = {
+    "user": ((str,), False),
+    "vars": ((dict,), False),
+    "note": ((str,), False),
+    "note_depth": ((int,), False),
+}
 
 CLIENT_FRAMES: Final[dict[str, _Spec]] = {
     "hello": {
@@ -64,6 +78,7 @@ CLIENT_FRAMES: Final[dict[str, _Spec]] = {
         "card": ((dict,), False),
         "mode": ((str,), False),
         **_PARAMS,
+        **_STORY,
     },
     "session.resume": {**_SID, "ep": ((str,), True), "last_seq": ((int,), True)},
     "say": {
@@ -78,8 +93,11 @@ CLIENT_FRAMES: Final[dict[str, _Spec]] = {
     "regenerate": {**_OPT_SID, **_PARAMS},
     "continue": {**_OPT_SID, **_PARAMS},
     "rollback": {**_OPT_SID, "tid": ((int,), True)},
-    "session.update": {**_OPT_SID, "persona": ((str,), False), **_PARAMS},
+    "session.update": {**_OPT_SID, "persona": ((str,), False), **_PARAMS, **_STORY, "unset": ((list,), False)},
+    "edit": {**_OPT_SID, "tid": ((int,), True), "user": ((str,), False), "reply": ((str,), False)},
+    "impersonate": {**_OPT_SID, **_PARAMS},
     "session.close": _OPT_SID,
+    "card.put": {"card": ((dict,), True)},
     "ping": {"ts": (_NUM, False)},
 }
 
@@ -90,8 +108,15 @@ PARAM_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "max_tokens": (int,),
     "stop": (list,),
     "priority": (int,),
+    "top_k": (int,),
+    "min_p": _NUM,
+    "repeat_penalty": _NUM,
+    "repeat_last_n": (int,),
+    "presence_penalty": _NUM,
+    "frequency_penalty": _NUM,
 }
 PRIORITY_RANGE: Final = (-10, 10)
+PENALTY_RANGE: Final = (-2.0, 2.0)  # presence_penalty and frequency_penalty, as OpenAI's API bounds them
 
 
 def _type_name(types: tuple[type, ...]) -> str:
@@ -153,7 +178,33 @@ def validate_params(params: Any, *, frame_id: Any = None) -> Params:
         )
     if "top_p" in out and not 0 < out["top_p"] <= 1:
         raise ProtocolError("bad_field", "params.top_p must be in (0, 1]", frame_id=frame_id)
+    _check_samplers(out, frame_id)
     return out  # type: ignore[return-value]
+
+
+def _check_samplers(out: dict[str, Any], frame_id: Any) -> None:
+    """The storyteller's samplers (llama.cpp's own): each within what llama.cpp accepts."""
+    problems: tuple[tuple[str, Callable[[Any], bool], str], ...] = (
+        ("top_k", lambda v: v >= 0, "an integer >= 0 (0: off)"),
+        ("min_p", lambda v: 0 <= v <= 1, "in [0, 1] (0: off)"),
+        ("repeat_penalty", lambda v: 0 < v <= 10, "in (0, 10] (1: off)"),
+        ("repeat_last_n", lambda v: v >= -1, "an integer >= -1 (-1: the whole context, 0: off)"),
+        ("presence_penalty", lambda v: PENALTY_RANGE[0] <= v <= PENALTY_RANGE[1], "in [-2, 2] (0: off)"),
+        ("frequency_penalty", lambda v: PENALTY_RANGE[0] <= v <= PENALTY_RANGE[1], "in [-2, 2] (0: off)"),
+    )
+    for key, ok, want in problems:
+        if key in out and not ok(out[key]):
+            raise ProtocolError("bad_field", f"params.{key} must be {want}", frame_id=frame_id)
+
+
+def _check_story(kind: str, frame: dict[str, Any], frame_id: Any) -> None:
+    if "note_depth" in frame and not 0 <= frame["note_depth"] <= 1000:
+        raise ProtocolError("bad_field", f"{kind}.note_depth must be from 0 to 1000", frame_id=frame_id)
+    unset = frame.get("unset")
+    if unset is not None and not all(isinstance(k, str) for k in unset):
+        raise ProtocolError("bad_field", f"{kind}.unset must be an array of variable names", frame_id=frame_id)
+    if kind == "edit" and "user" not in frame and "reply" not in frame:
+        raise ProtocolError("bad_field", "edit needs user or reply (the new text)", frame_id=frame_id)
 
 
 def validate_client_frame(frame: Any) -> Frame:
@@ -178,6 +229,7 @@ def validate_client_frame(frame: Any) -> Frame:
         _checked(f"{kind}.{field}", frame[field], types, frame_id)
     if "params" in frame:
         frame["params"] = validate_params(frame["params"], frame_id=frame_id)
+    _check_story(kind, frame, frame_id)
     return frame
 
 
@@ -198,6 +250,7 @@ LIMIT_KEYS: Final = (
     "sessions_per_connection",
     "bad_frames_burst",
     "bad_frames_per_s",
+    "max_card_bytes",
 )
 
 
@@ -259,10 +312,14 @@ def turn_end(
     error: str | None = None,
     code: str | None = None,
     parsed: bool | None = None,
+    valid: bool | None = None,
+    path: str | None = None,
+    lore: list[int | str] | None = None,
 ) -> Frame:
     """The end of a turn. ``xlen``/``xcrc``: the UTF-8 length and CRC-32 of the turn's text, all its deltas
     (``rtprotocol.text_check``); ``error`` (a message) and ``code`` (one of ``TURN_ERROR_CODES``) go with
-    reason ``error``; ``parsed`` with a turn that had a schema. Keys left as None are not sent."""
+    reason ``error``; ``parsed``, ``valid`` and ``path`` with a turn that had a schema; ``lore`` with a card
+    session's turn (the ids of the book's entries its prompt carried). Keys left as None are not sent."""
     assert code is None or code in TURN_ERROR_CODES, code
     f: Frame = {
         "t": "turn.end",
@@ -274,7 +331,8 @@ def turn_end(
         "timings": dict(timings),
         "cache": cache,
     }
-    for key, value in (("xlen", xlen), ("xcrc", xcrc), ("error", error), ("code", code), ("parsed", parsed)):
+    extra = (("xlen", xlen), ("xcrc", xcrc), ("error", error), ("code", code), ("parsed", parsed), ("valid", valid))
+    for key, value in (*extra, ("path", path), ("lore", lore)):
         if value is not None:
             f[key] = value
     return f

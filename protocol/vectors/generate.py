@@ -83,6 +83,7 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
                 "sessions_per_connection": 64,
                 "bad_frames_burst": 32,
                 "bad_frames_per_s": 1.0,
+                "max_card_bytes": 4194304,
             },
             "hb": 20,
             "models": ["default"],
@@ -214,6 +215,54 @@ FRAMES: list[tuple[str, dict[str, object]]] = [
     ),
     ("error_busy", {"t": "error", "code": "busy", "msg": "at capacity", "retry_after": 2}),
     ("pong", {"t": "pong", "id": 14}),
+    # Card sessions (PROTOCOL.md §2.3).
+    (
+        "session_open_card",
+        {
+            "t": "session.open",
+            "id": 20,
+            "card": {
+                "spec": "chara_card_v2",
+                "spec_version": "2.0",
+                "data": {"name": "Bram", "description": "{{char}} is a blacksmith.", "first_mes": "Hmph."},
+            },
+            "user": "Ada",
+            "vars": {"quest": "find the key", "coins": 3},
+            "note": "It is raining.",
+            "note_depth": 2,
+        },
+    ),
+    (
+        "session_update_story",
+        {"t": "session.update", "id": 21, "vars": {"coins": 4}, "unset": ["quest"], "note": ""},
+    ),
+    ("edit", {"t": "edit", "id": 22, "tid": 3, "reply": "Hmph. Fine."}),
+    (
+        "card_put",
+        {"t": "card.put", "id": 24, "card": {"spec": "chara_card_v2", "spec_version": "2.0", "data": {"name": "Bram"}}},
+    ),
+    ("card", {"t": "card", "id": 24, "cid": "0f1e2d3c4b5a6978", "name": "Bram", "version": ""}),
+    ("session_open_cid", {"t": "session.open", "id": 25, "card": {"cid": "0f1e2d3c4b5a6978"}, "user": "Ada"}),
+    ("impersonate", {"t": "impersonate", "id": 23, "params": {"top_k": 40, "min_p": 0, "repeat_penalty": 1}}),
+    (
+        "turn_end_schema",
+        {
+            "t": "turn.end",
+            "sid": "q1W2e3R4t5Y6u7I8o9P0aA",
+            "seq": 30,
+            "tid": 4,
+            "reason": "stop",
+            "usage": {"prompt": 120, "reused": 100, "completion": 14},
+            "timings": {"queue_ms": 0, "ttft_ms": 5, "total_ms": 40},
+            "cache": "miss",
+            "xlen": 35,
+            "xcrc": 1234,
+            "parsed": True,
+            "valid": False,
+            "path": "/choices/0",
+            "lore": [4, 1],
+        },
+    ),
 ]
 
 

@@ -50,6 +50,13 @@ class Request:
     stop: list[str] = field(default_factory=list)
     grammar: str | None = None  # GBNF constraining the reply (from a JSON schema: engine/grammar.py)
     priority: int = 0  # among turns waiting for an engine place, higher goes first; equal ones in arrival order
+    # Storytellers' samplers, llama.cpp's own; each value here turns its sampler off.
+    top_k: int = 0
+    min_p: float = 0.0
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64  # the tokens the penalties look back over (-1: the whole context)
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
     cancel: CancelFlag = field(default_factory=CancelFlag)
 
 

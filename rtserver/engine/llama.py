@@ -44,6 +44,7 @@ COUNTERS = (
     "shared_prefix_tokens",
     "shared_prefix_waits",  # turns that waited for another turn to prefill the prefix they share
     "text_matched_tokens",
+    "cached_prefix_tokens",  # prompt tokens copied from a remembered opening (a card's text) instead of tokenized
     "context_shifts",
     "shifted_out_tokens",
     "kv_saved",

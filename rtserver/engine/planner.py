@@ -7,6 +7,7 @@ sequence's where they spell its text, so that a returning session's prompt costs
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -18,11 +19,17 @@ if TYPE_CHECKING:
     from .step import Running
 
 NEXT_LINE = "\ue000"  # stands for the next user line when rendering what will precede it (private use)
+PREFIX_MIN = 64  # tokens: a prompt's opening shorter than this is not worth remembering
+PREFIXES = 32  # prompt openings remembered (a character card's text, a persona), most recently used kept
+PREFIX_MAX_BYTES = 256 * 1024
 
 
 class Planner:
     def __init__(self, model: Model, n_ctx_seq: int, can_shift: bool, counters: dict[str, int]) -> None:
         self.model, self.n_ctx_seq, self.can_shift, self.counters = model, n_ctx_seq, can_shift, counters
+        # The tokens of prompts' openings up to their first control token (a card's text): tokenized once, then
+        # copied for every session that opens with the same text (64 sessions of one card tokenize it once).
+        self._prefixes: OrderedDict[bytes, list[int]] = OrderedDict()
 
     def prompt(self, request: Request, held: list[int], cut: int = 0) -> tuple[bytes | None, list[int], int]:
         """The prompt's text and tokens, and how many of the oldest turns it leaves out (after the persona). The
@@ -78,8 +85,32 @@ class Planner:
                 pos += len(p)
                 n += 1
         kept = self.last_split(held, n)
+        if not kept:
+            return self.fresh(text)
         pos -= sum(map(len, pieces[kept:n]))
         return held[:kept] + self.model.tokenize_bytes(text[pos:])
+
+    def fresh(self, text: bytes) -> list[int]:
+        """A prompt's tokens when the sequence holds none of it: a remembered opening is copied, not tokenized."""
+        for prefix, tokens in self._prefixes.items():
+            if text.startswith(prefix):
+                self._prefixes.move_to_end(prefix)
+                self.counters["cached_prefix_tokens"] = self.counters.get("cached_prefix_tokens", 0) + len(tokens)
+                return tokens + self.model.tokenize_bytes(text[len(prefix) :])
+        tokens = self.model.tokenize_bytes(text)
+        self._remember(text, tokens)
+        return tokens
+
+    def _remember(self, text: bytes, tokens: list[int]) -> None:
+        """Keep the prompt's opening up to the first control token after ``PREFIX_MIN`` tokens: the text before it
+        is tokenized the same whatever follows (llama.cpp splits at control tokens first)."""
+        cut = next((i + 1 for i in range(PREFIX_MIN, len(tokens) - 1) if self.model.splits_after(tokens[i])), 0)
+        prefix = b"".join(self.model.pieces(tokens[:cut]))
+        if not cut or len(prefix) > PREFIX_MAX_BYTES or not text.startswith(prefix):
+            return  # (a tokenizer that adds text of its own, a leading space: nothing remembered)
+        self._prefixes[prefix] = tokens[:cut]
+        while len(self._prefixes) > PREFIXES:
+            self._prefixes.popitem(last=False)
 
     def last_split(self, held: list[int], n: int) -> int:
         """How many of ``held[:n]`` end at a token after which text is tokenized the same alone: the tokens a prompt

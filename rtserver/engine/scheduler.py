@@ -133,7 +133,7 @@ class Scheduler:
         return Running(
             job,
             slot,
-            sampler(self.model, request),
+            sampler(self.model, request, prompt),
             StopMatcher(request.stop),
             prompt_len=len(prompt),
             reused=keep,

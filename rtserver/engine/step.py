@@ -216,8 +216,9 @@ def ended(q: Running, reason: FinishReason) -> None:
     )
 
 
-def sampler(model: Model, request: Request) -> Any:
-    """The request's sampler chain: its grammar (with control tokens ruled out), then greedy or top-p sampling."""
+def sampler(model: Model, request: Request, prompt: list[int] | None = None) -> Any:
+    """The request's sampler chain: its grammar (with control tokens ruled out), the repetition penalties (which
+    have seen the prompt's last ``repeat_last_n`` tokens), then greedy or top-k / top-p / min-p sampling."""
     chain = C.llama_sampler_chain_init(C.llama_sampler_chain_default_params())
     if request.grammar is not None:
         grammar = C.llama_sampler_init_grammar(model.vocab, request.grammar.encode(), b"root")
@@ -228,11 +229,32 @@ def sampler(model: Model, request: Request) -> Any:
         if n:
             C.llama_sampler_chain_add(chain, C.llama_sampler_init_logit_bias(model.n_vocab, n, biases))
         C.llama_sampler_chain_add(chain, grammar)
+    if penalties := _penalties(model, request, prompt or []):
+        C.llama_sampler_chain_add(chain, penalties)
     if request.temperature <= 0:
         C.llama_sampler_chain_add(chain, C.llama_sampler_init_greedy())
     else:
         seed = request.seed if request.seed is not None else random.getrandbits(32)
+        if request.top_k > 0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_k(request.top_k))
         C.llama_sampler_chain_add(chain, C.llama_sampler_init_top_p(request.top_p, 1))
+        if request.min_p > 0:
+            C.llama_sampler_chain_add(chain, C.llama_sampler_init_min_p(request.min_p, 1))
         C.llama_sampler_chain_add(chain, C.llama_sampler_init_temp(request.temperature))
         C.llama_sampler_chain_add(chain, C.llama_sampler_init_dist(seed & 0xFFFFFFFF))
     return chain
+
+
+def _penalties(model: Model, request: Request, prompt: list[int]) -> Any:
+    """llama.cpp's repetition penalties, or None when all are off. It is fed the prompt's last tokens first, so a
+    reply is penalised for repeating the story, not only itself (the chain feeds it each token sampled)."""
+    r = request
+    last_n = len(prompt) if r.repeat_last_n < 0 else r.repeat_last_n
+    if not last_n or (r.repeat_penalty == 1.0 and not r.presence_penalty and not r.frequency_penalty):
+        return None
+    penalties = C.llama_sampler_init_penalties(
+        model.n_vocab, last_n, r.repeat_penalty, r.frequency_penalty, r.presence_penalty
+    )
+    for token in prompt[-last_n:]:
+        C.llama_sampler_accept(penalties, token)
+    return penalties

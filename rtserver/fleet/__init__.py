@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from pathlib import Path
+from typing import Any
 
 import structlog
 from redis.exceptions import RedisError
@@ -44,9 +45,9 @@ class Fleet:
         self.sessions: FleetSessions | None = None
         self._marked: dict[str, int] = {}  # sid -> the running turn already recorded in Redis
 
-    def bind(self, manager: SessionManager, turns: Turns) -> FleetSessions:
+    def bind(self, manager: SessionManager, turns: Turns, cards: Any = None) -> FleetSessions:
         self.relay = Relay(self.redis, self.blocking, lambda sid: sid in manager.sessions, cluster=self.cluster)
-        self.sessions = FleetSessions(manager, turns, self.store, self.relay, self.rpc)
+        self.sessions = FleetSessions(manager, turns, self.store, self.relay, self.rpc, cards)
         manager.on_frame = self._frame
         manager.on_broadcast = self._broadcast
         return self.sessions

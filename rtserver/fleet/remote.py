@@ -29,8 +29,10 @@ UNKNOWN = "no session with this id: it was closed, expired or never existed; ope
 
 
 class FleetSessions(Sessions):
-    def __init__(self, manager: SessionManager, turns: Turns, store: RedisStore, relay: Relay, rpc: Rpc) -> None:
-        super().__init__(manager, turns)
+    def __init__(
+        self, manager: SessionManager, turns: Turns, store: RedisStore, relay: Relay, rpc: Rpc, cards: Any = None
+    ) -> None:
+        super().__init__(manager, turns, cards)
         self.store, self.relay, self.rpc = store, relay, rpc
         rpc.handler = self.serve
 
@@ -91,7 +93,9 @@ class FleetSessions(Sessions):
         elif op == "rollback":
             await h.rollback(int(args["tid"]))
         elif op == "update":
-            await h.update(args.get("persona"), args.get("params") or {})
+            await h.update(args.get("persona"), args.get("params") or {}, args.get("story"))
+        elif op == "edit":
+            await h.edit(int(args["tid"]), args.get("user"), args.get("reply"))
         elif op == "close":
             await h.close()
         else:
@@ -191,8 +195,11 @@ class RemoteHandle:
     async def rollback(self, tid: int) -> None:
         await self._call("rollback", tid=tid)
 
-    async def update(self, persona: str | None, params: dict[str, Any]) -> None:
-        await self._call("update", persona=persona, params=params)
+    async def update(self, persona: str | None, params: dict[str, Any], story: dict[str, Any] | None = None) -> None:
+        await self._call("update", persona=persona, params=params, story=story)
+
+    async def edit(self, tid: int, user: str | None, reply: str | None) -> None:
+        await self._call("edit", tid=tid, user=user, reply=reply)
 
     async def close(self) -> None:
         await self._call("close")

@@ -28,7 +28,9 @@ from .frames import FrameSink
 
 log = structlog.get_logger("rtserver.fleet")
 
-_DATA = [f.name for f in fields(SessionData) if f.name not in ("sid", "history", "owner", "persona", "params")]
+# Each SessionData field is a field of its own in the state hash (``d.persona``, ``d.params``, ``d.story``, ...),
+# so an update writes what changed without reading the rest first (it can then be journalled while Redis is down).
+_DATA = [f.name for f in fields(SessionData) if f.name not in ("sid", "history", "owner")]
 _NODE = [f.name for f in fields(TurnNode)]
 
 
@@ -196,10 +198,9 @@ class RedisStore:
 
     @staticmethod
     def _rebuild(sid: str, state: dict[bytes, bytes], turns: dict[bytes, bytes]) -> Loaded:
-        raw = unpack(state[b"data"]) if b"data" in state else {}
-        data = SessionData(sid, None, {}, **{"model": "default", **{k: v for k, v in raw.items() if k in _DATA}})
-        data.persona = unpack(state[b"persona"]) if b"persona" in state else None
-        data.params = unpack(state[b"params"]) if b"params" in state else {}
+        raw = {k[2:].decode(): unpack(v) for k, v in state.items() if k.startswith(b"d.")}
+        data = SessionData(sid, **{"persona": None, "params": {}, "model": "default",
+                                   **{k: v for k, v in raw.items() if k in _DATA}})  # fmt: skip
         h = data.history
         for rec in sorted((unpack(v) for v in turns.values()), key=lambda r: r["tid"]):
             h.commit(TurnNode(**{k: v for k, v in rec.items() if k in _NODE}))
@@ -256,14 +257,13 @@ class RedisStore:
             raise Fenced(f"session {sid} is owned by another node now")
 
     @staticmethod
-    def _data(data: SessionData) -> bytes:
-        return pack({k: getattr(data, k) for k in _DATA})
+    def _data(data: SessionData) -> dict[str, bytes]:
+        return {f"d.{k}": pack(getattr(data, k)) for k in _DATA}
 
     async def create(self, data: SessionData, gen: int, epoch: str = "") -> int:
         s, t, _, _ = keys(data.sid)
-        state = {"data": self._data(data), "persona": pack(data.persona), "params": pack(data.params),
-                 "owner": self.node_id, "gen": gen, "reserved": TID_BLOCK, "head": 0, "epoch": epoch, "seq": 0,
-                 "clean": 0, "used": time.time()}  # fmt: skip
+        state = {**self._data(data), "owner": self.node_id, "gen": gen, "reserved": TID_BLOCK, "head": 0,
+                 "epoch": epoch, "seq": 0, "clean": 0, "used": time.time()}  # fmt: skip
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(s, mapping=state)  # type: ignore[arg-type]
         if self.ttl_ms:
@@ -281,7 +281,10 @@ class RedisStore:
         await self._write_or_keep(sid, gen, {"head": head}, {})
 
     async def update(self, sid: str, gen: int, persona: str | None, params: dict[str, Any]) -> None:
-        await self._write_or_keep(sid, gen, {"persona": pack(persona), "params": pack(params)}, {})
+        await self._write_or_keep(sid, gen, {"d.persona": pack(persona), "d.params": pack(params)}, {})
+
+    async def update_story(self, sid: str, gen: int, story: dict[str, Any]) -> None:
+        await self._write_or_keep(sid, gen, {"d.story": pack(story)}, {})
 
     async def delete(self, sid: str, gen: int) -> None:
         s, t, f, _ = keys(sid)
@@ -297,8 +300,8 @@ class RedisStore:
             return  # its writes wait for Redis: it stays this node's until they are back (``load`` waits too)
         s, *_ = keys(sid)
         h = data.history
-        args: list[Any] = [gen, "data", self._data(data), "persona", pack(data.persona), "params",
-                           pack(data.params), "reserved", reserved, "next_tid", h.next_tid, "head", h.head,
+        fields_ = [x for kv in self._data(data).items() for x in kv]
+        args: list[Any] = [gen, *fields_, "reserved", reserved, "next_tid", h.next_tid, "head", h.head,
                            "epoch", frames.epoch, "seq", frames.last_seq, "at", frames.last_at]  # fmt: skip
         if await self._call("release", self._release(keys=[s], args=args)) == -1:
             self._fenced(sid)

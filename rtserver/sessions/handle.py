@@ -12,6 +12,9 @@ from typing import Any, Protocol
 from rtprotocol import Resume
 from rtprotocol import frames as F
 
+from ..errors import ClientError
+from ..story.registry import CardRegistry
+from . import storyline
 from .manager import SessionManager
 from .session import Session, Subscriber
 from .turns import Turns
@@ -29,7 +32,8 @@ class SessionHandle(Protocol):
     async def turn(self, kind: str, user: str | None, params: dict[str, Any], frame_id: Any, **rule: Any) -> None: ...
     async def cancel(self, *, if_running: bool = False) -> None: ...
     async def rollback(self, tid: int) -> None: ...
-    async def update(self, persona: str | None, params: dict[str, Any]) -> None: ...
+    async def update(self, persona: str | None, params: dict[str, Any], story: dict[str, Any] | None = ...) -> None: ...
+    async def edit(self, tid: int, user: str | None, reply: str | None) -> None: ...
     async def close(self) -> None: ...
 
 
@@ -77,8 +81,17 @@ class LocalHandle:
     async def rollback(self, tid: int) -> None:
         await self._m.rollback(self._s, tid)
 
-    async def update(self, persona: str | None, params: dict[str, Any]) -> None:
+    async def update(self, persona: str | None, params: dict[str, Any], story: dict[str, Any] | None = None) -> None:
+        if story:
+            await storyline.update_story(self._m, self._s, story)
+            if persona is None and not params:
+                self._m.updated(self._s)
+                return
         await self._m.update(self._s, persona, params)
+
+    async def edit(self, tid: int, user: str | None, reply: str | None) -> None:
+        await storyline.edit(self._m, self._s, tid, user, reply)
+        self._m.updated(self._s)
 
     async def close(self) -> None:
         await self.cancel(if_running=True)
@@ -88,11 +101,32 @@ class LocalHandle:
 class Sessions:
     """Hands out handles: the transport's entry to the session layer."""
 
-    def __init__(self, manager: SessionManager, turns: Turns) -> None:
+    def __init__(self, manager: SessionManager, turns: Turns, cards: CardRegistry | None = None) -> None:
         self.manager, self.turns = manager, turns
+        self.cards = cards or CardRegistry(None)  # (in memory: a server gives one under its data_dir)
 
-    async def open(self, persona: str | None, params: dict[str, Any], model: str | None) -> SessionHandle:
-        return LocalHandle(await self.manager.create(persona, params, model), self.manager, self.turns)
+    async def put_card(self, card: dict[str, Any]) -> dict[str, Any]:
+        return await self.cards.put(card)
+
+    async def open(
+        self,
+        persona: str | None,
+        params: dict[str, Any],
+        model: str | None,
+        card: dict[str, Any] | None = None,
+        story: dict[str, Any] | None = None,
+    ) -> SessionHandle:
+        """A new session; with ``card`` a card session, whose greetings are its first turns."""
+        if card is None:
+            if story:
+                raise ClientError("session.open: user, vars, note and note_depth need a card")
+            return LocalHandle(await self.manager.create(persona, params, model), self.manager, self.turns)
+        if set(card) == {"cid"} and isinstance(card["cid"], str):  # a card registered by card.put
+            card = await self.cards.get(card["cid"])
+        state = storyline.new_story(card, story or {}, self.manager.config.max_text).to_dict()
+        s = await self.manager.create(persona, params, model, state)
+        await storyline.open_story(self.manager, s)
+        return LocalHandle(s, self.manager, self.turns)
 
     async def get(self, sid: str) -> SessionHandle:
         return LocalHandle(await self.manager.get(sid), self.manager, self.turns)

@@ -14,21 +14,25 @@ from ..engine.base import Message
 class TurnNode:
     tid: int
     parent: int
-    kind: str  # say | regenerate | continue
-    user: str | None  # None for continue: it extends the parent's reply
+    kind: str  # say | regenerate | continue | greeting (a card's first message or an alternate greeting)
+    user: str | None  # None for continue (it extends the parent's reply) and greeting
     reply: str = ""
     reason: str = ""
     usage: dict[str, int] = field(default_factory=dict)
     schema: dict[str, Any] | None = None  # what constrained the reply, kept so that regenerate constrains it too
     grammar: str | None = None
     code: str | None = None  # with reason "error": why (engine_error, node_lost, ...), as turn.end said
+    edited: int | None = None  # an edited copy of this turn (``edit``), a sibling of it
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     def public(self) -> dict[str, Any]:
         """The turn as snapshots show it (PROTOCOL.md: ``snap.turns``)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("schema", "grammar")}
+        out = {k: v for k, v in asdict(self).items() if k not in ("schema", "grammar", "edited")}
+        if self.edited is not None:
+            out["edited"] = self.edited
+        return out
 
 
 class History:
@@ -61,7 +65,9 @@ class History:
         """System persona, then user/assistant messages along the path to ``upto``; continues are merged."""
         out: list[Message] = [Message("system", persona)] if persona else []
         for node in self.path(upto):
-            if node.user is None and out and out[-1].role == "assistant":
+            if node.kind == "greeting":
+                out.append(Message("assistant", node.reply))
+            elif node.user is None and out and out[-1].role == "assistant":
                 out[-1] = Message("assistant", out[-1].content + node.reply)
                 continue
             if node.user is not None:

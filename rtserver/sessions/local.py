@@ -106,6 +106,9 @@ class LocalStore:
     async def update(self, sid: str, gen: int, persona: str | None, params: dict[str, Any]) -> None:
         await self._write(sid, gen, R.update_record(sid, persona, params))
 
+    async def update_story(self, sid: str, gen: int, story: dict[str, Any]) -> None:
+        await self._write(sid, gen, R.story_record(sid, story))
+
     async def delete(self, sid: str, gen: int) -> None:
         path = self._check(sid, gen)
         try:

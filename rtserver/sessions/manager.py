@@ -88,7 +88,10 @@ class SessionManager:
         self.paged_in += 1
         return s
 
-    async def create(self, persona: str | None, params: dict[str, Any], model: str | None) -> Session:
+    async def create(
+        self, persona: str | None, params: dict[str, Any], model: str | None, story: dict[str, Any] | None = None
+    ) -> Session:
+        """A new session; ``story``: a card session's story state (``Story.to_dict``), already checked."""
         model = model or self.config.default_model
         if model not in self.config.models:
             raise ClientError(
@@ -97,7 +100,8 @@ class SessionManager:
             )
         self.check_text(persona, "persona")
         self._make_room()
-        data = SessionData(secrets.token_urlsafe(16), persona, dict(params), model, owner=self.store.node_id)
+        sid, owner = secrets.token_urlsafe(16), self.store.node_id
+        data = SessionData(sid, persona, dict(params), model, owner=owner, story=story)
         gen = await self.store.acquire(data.sid)
         epoch = new_epoch()
         reserved = await self.store.create(data, gen, epoch)
@@ -176,7 +180,7 @@ class SessionManager:
             raise ClientError(f"turn {tid} does not exist in this session", code="unknown_turn")
         await self.store.set_head(s.sid, s.gen, tid)
         s.history.head = tid
-        s.emit({"t": "session.updated", "sid": s.sid, "seq": 0, "state": s.state()}, self.wall())
+        self.updated(s)
 
     async def update(self, s: Session, persona: str | None, params: dict[str, Any]) -> None:
         self.check_text(persona, "persona")
@@ -184,6 +188,10 @@ class SessionManager:
         new_params = {**s.data.params, **params}
         await self.store.update(s.sid, s.gen, new_persona, new_params)
         s.data.persona, s.data.params = new_persona, new_params
+        self.updated(s)
+
+    def updated(self, s: Session) -> None:
+        """Tell every client of the session its full state after a change (``session.updated``)."""
         s.emit({"t": "session.updated", "sid": s.sid, "seq": 0, "state": s.state()}, self.wall())
 
     async def close(self, s: Session) -> None:

@@ -4,10 +4,11 @@ Every record names its session and says what it is (``op``), so records stand on
 record costs the persona and params (the session comes back with defaults, and the damage is reported), not the
 turns after it.
 
-    open     sid, persona, params, model, tids (turn ids reserved so far)
+    open     sid, persona, params, model, tids (turn ids reserved so far), story? (a card session's)
     turn     sid, and a TurnNode's fields
     head     sid, head                      (rollback)
     update   sid, persona, params
+    story    sid, story                     (a card session's story state changed: the whole map)
     tids     sid, upto                      (more turn ids reserved)
     parked   sid, next_tid, ep, seq, at, frames   (the session left memory cleanly; last in the file)
 """
@@ -22,16 +23,17 @@ from .store import FrameLogState, Loaded, SessionData
 
 
 def open_record(data: SessionData, reserved: int) -> bytes:
-    return frame_record(
-        {
-            "op": "open",
-            "sid": data.sid,
-            "persona": data.persona,
-            "params": data.params,
-            "model": data.model,
-            "tids": reserved,
-        }
-    )
+    record = {
+        "op": "open",
+        "sid": data.sid,
+        "persona": data.persona,
+        "params": data.params,
+        "model": data.model,
+        "tids": reserved,
+    }
+    if data.story is not None:
+        record["story"] = data.story
+    return frame_record(record)
 
 
 def turn_record(sid: str, node: TurnNode) -> bytes:
@@ -44,6 +46,10 @@ def head_record(sid: str, head: int) -> bytes:
 
 def update_record(sid: str, persona: str | None, params: dict[str, Any]) -> bytes:
     return frame_record({"op": "update", "sid": sid, "persona": persona, "params": params})
+
+
+def story_record(sid: str, story: dict[str, Any]) -> bytes:
+    return frame_record({"op": "story", "sid": sid, "story": story})
 
 
 def tids_record(sid: str, upto: int) -> bytes:
@@ -87,6 +93,9 @@ def rebuild(sid: str, records: list[dict[str, Any]], default_model: str = "defau
         if op == "open":
             data.persona, data.params, data.model = r.get("persona"), r.get("params") or {}, r.get("model") or "default"
             reserved = max(reserved, int(r.get("tids") or 0))
+            data.story = r.get("story")
+        elif op == "story":
+            data.story = r.get("story")
         elif op == "turn":
             data.history.commit(_node(r))
         elif op == "head":
@@ -124,4 +133,5 @@ def _node(r: dict[str, Any]) -> TurnNode:
         r.get("schema"),
         r.get("grammar"),
         r.get("code"),
+        r.get("edited"),
     )

@@ -15,6 +15,7 @@ from rtprotocol import FrameLog, encode_msgpack
 from rtprotocol import frames as F
 
 from ..engine.base import Request
+from ..story.state import Story
 from .history import History, TurnNode
 from .store import FrameLogState, Loaded, SessionData
 
@@ -32,10 +33,13 @@ BroadcastHook = Callable[["Session", bytes], None]
 
 
 class RunningTurn:
-    def __init__(self, node: TurnNode, request: Request, structured: bool = False) -> None:
+    def __init__(
+        self, node: TurnNode, request: Request, structured: bool = False, lore: list[int | str] | None = None
+    ) -> None:
         self.node = node
         self.request = request
-        self.structured = structured  # the reply is constrained to a JSON schema; turn.end says if it parses
+        self.structured = structured  # the reply is constrained to a JSON schema; turn.end says if it fits
+        self.lore = lore  # a card session's turn: the book's entries its prompt carries (turn.end.lore)
         self.text: list[str] = []
         self.task: asyncio.Task[None] | None = None
 
@@ -49,6 +53,8 @@ class Session:
         self, data: SessionData, capacity: int, *, gen: int, reserved: int, now: float, epoch: str = ""
     ) -> None:
         self.data = data
+        self.story = Story.from_dict(data.story) if data.story is not None else None  # (parsed once, kept)
+        self.lore_seen: dict[int, tuple[int, ...]] = {}  # the keyed book entries each turn's prompt activated
         self.capacity = capacity  # frames kept for resume
         self.log: FrameLog[bytes] = FrameLog(epoch or new_epoch(), capacity)
         self.gen = gen  # the store's fencing token for this node's writes
@@ -122,7 +128,7 @@ class Session:
         return FrameLogState(self.log.epoch, self.log.last_seq, frames, self.last_frame_at)
 
     def state(self) -> dict[str, Any]:
-        return {
+        state = {
             "model": self.data.model,
             "persona": self.data.persona,
             "params": self.data.params,
@@ -130,9 +136,24 @@ class Session:
             "turns": len(self.history.path()),
             "running": self.running.node.tid if self.running else None,
         }
+        if self.story is not None:
+            state["story"] = self.story.public()
+        return state
+
+    def set_story(self, story: Story) -> None:
+        self.story, self.data.story = story, story.to_dict()
 
     def snapshot(self) -> dict[str, Any]:
-        snap: dict[str, Any] = {"turns": [n.public() for n in self.history.path()], "running": None}
+        children: dict[int, list[int]] = {}
+        for n in self.history.nodes.values():
+            children.setdefault(n.parent, []).append(n.tid)
+        turns = []
+        for n in self.history.path():
+            turn = n.public()
+            if len(alts := children.get(n.parent, ())) > 1:
+                turn["alts"] = sorted(alts)  # the turns answering the same point: regenerates, edits, greetings
+            turns.append(turn)
+        snap: dict[str, Any] = {"turns": turns, "running": None}
         if self.running:
             r = self.running
             snap["running"] = {

@@ -5,9 +5,10 @@ store keeps them in Redis. Both answer the same small, async calls:
 
 - ``create`` / ``load`` / ``park``: a session enters memory new or on demand, and leaves it with its frame log
   (epoch, seq, recent frames), so a client resuming across a page-out still recovers.
-- ``save_turn``, ``set_head``, ``update``, ``reserve_tids``, ``delete``: the writes. Each carries the writer's
-  generation (a fencing token from ``acquire``); the store refuses a write from a generation that is no longer
-  the session's owner (``Fenced``). Embedded, a node owns everything it loaded; in Redis the lease expires.
+- ``save_turn``, ``set_head``, ``update``, ``update_story``, ``reserve_tids``, ``delete``: the writes. Each
+  carries the writer's generation (a fencing token from ``acquire``); the store refuses a write from a
+  generation that is no longer the session's owner (``Fenced``). Embedded, a node owns everything it loaded; in
+  Redis the lease expires.
 - ``renew``: keep the lease; ``expire``: delete sessions unused for the TTL.
 
 A write that cannot be made durable raises ``StoreFailed``; ``degraded`` says the last write failed.
@@ -31,6 +32,9 @@ class SessionData:
     model: str
     history: History = field(default_factory=History)
     owner: str = ""  # the node that holds this session's KV (multi-node work)
+    # A card session's story state, as ``rtserver.story.state.Story.to_dict`` makes it: a JSON-able map (card,
+    # user, vars, vars_at, note, note_depth), or None for a session without a card. Every store keeps it whole.
+    story: dict[str, Any] | None = None
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Store(Protocol):
     async def reserve_tids(self, sid: str, gen: int, upto: int) -> None: ...
     async def set_head(self, sid: str, gen: int, head: int) -> None: ...
     async def update(self, sid: str, gen: int, persona: str | None, params: dict[str, Any]) -> None: ...
+    async def update_story(self, sid: str, gen: int, story: dict[str, Any]) -> None: ...
     async def delete(self, sid: str, gen: int) -> None: ...
     async def expire(self, now: float, keep: set[str]) -> int: ...
     async def scrub(self) -> int: ...

@@ -10,6 +10,7 @@ blocks before they are handed out, so none is ever given twice, even across a cr
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 import zlib
 from typing import Any
@@ -18,11 +19,13 @@ import structlog
 from rtprotocol import frames as F
 
 from ..engine.base import Finish, Message, Request, Token
-from ..engine.grammar import parses, schema_to_grammar
+from ..engine.grammar import schema_to_grammar
 from ..errors import ClientError, StoreFailed
 from ..filters import Pipeline, TurnContext
+from ..story.render import IMPERSONATE, render
 from .history import TurnNode
 from .manager import SessionManager
+from .replycheck import check_reply, schema_problem
 from .session import RunningTurn, Session
 from .store import TID_BLOCK
 
@@ -63,25 +66,34 @@ class Turns:
         if schema is not None and grammar is not None:
             raise ClientError("say takes a schema or a grammar, not both", code="bad_field")
         h = s.history
-        if kind == "say":
-            parent, continue_last = h.head, False
+        if kind in ("say", "impersonate"):
+            parent, continue_last = h.head, False  # (an impersonation suggests the player's line: none is given)
         elif not h.head:
             raise ClientError("there is no reply yet to regenerate or continue", code="nothing_to_regenerate")
         elif kind == "regenerate":
             # A sibling of the head: the same question (or the same continuation point), a new answer.
             cur = h.nodes[h.head]
+            if cur.kind == "greeting":
+                raise ClientError(
+                    "a greeting's alternatives are the card's greetings, its siblings: rollback to one",
+                    code="nothing_to_regenerate",
+                )
             parent, user, continue_last = cur.parent, cur.user, cur.user is None
             kind = "continue" if continue_last else kind
             schema, grammar = cur.schema, cur.grammar  # a structured reply's alternative is constrained alike
+            if params.get("seed") is None:  # an alternative must differ, whatever the session's default seed
+                params = {**params, "seed": secrets.randbits(31)}
         else:
             parent, continue_last = h.head, True
+        if schema is not None and (why := schema_problem(schema)):
+            raise ClientError(f"say.schema is not a JSON schema: {why}"[:300], code="bad_field")
         rule = schema_to_grammar(schema) if schema is not None else grammar
-        request = self._request(s, parent, user, continue_last, params, rule)
+        request, lore = self._request(s, parent, user, continue_last, params, rule, kind == "impersonate")
         ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None)
         self.pipeline.admit_turn(ctx)  # a refusal (bad grammar, busy) raises here: nothing has started
         node = h.new_turn(kind, user, parent)
         node.schema, node.grammar = schema, grammar
-        turn = s.running = RunningTurn(node, request, structured=schema is not None)
+        turn = s.running = RunningTurn(node, request, structured=schema is not None, lore=lore)
         if node.tid > s.reserved:
             try:
                 await self.m.store.reserve_tids(s.sid, s.gen, node.tid + TID_BLOCK - 1)
@@ -107,12 +119,29 @@ class Turns:
         continue_last: bool,
         params: dict[str, Any],
         rule: str | None,
-    ) -> Request:
-        messages = s.history.messages(s.data.persona, parent)
-        if user is not None:
-            messages.append(Message("user", user))
+        impersonate: bool = False,
+    ) -> tuple[Request, list[int | str] | None]:
+        """The engine's request, and for a card session the ids of the book's entries its prompt carries."""
+        lore = None
+        if s.story is not None:
+            r = render(
+                s.story,
+                s.history.path(parent),
+                user,
+                persona=s.data.persona,
+                continue_last=continue_last,
+                impersonate=impersonate,
+                seen=s.lore_seen,
+            )
+            messages, lore = r.messages, r.lore
+        else:
+            messages = s.history.messages(s.data.persona, parent)
+            if user is not None:
+                messages.append(Message("user", user))
+            if impersonate:
+                messages.append(Message("system", IMPERSONATE.replace("{{user}}", "the user")))
         p = {**self.m.config.default_params, **s.data.params, **params}
-        return Request(
+        request = Request(
             s.sid,
             messages,
             continue_last=continue_last,
@@ -123,7 +152,14 @@ class Turns:
             stop=list(p.get("stop") or ()),
             grammar=rule,
             priority=int(p.get("priority", 0)),
+            top_k=int(p.get("top_k", 0)),
+            min_p=float(p.get("min_p", 0.0)),
+            repeat_penalty=float(p.get("repeat_penalty", 1.0)),
+            repeat_last_n=int(p.get("repeat_last_n", 64)),
+            presence_penalty=float(p.get("presence_penalty", 0.0)),
+            frequency_penalty=float(p.get("frequency_penalty", 0.0)),
         )
+        return request, lore
 
     async def _run(self, s: Session, turn: RunningTurn, ctx: TurnContext) -> None:
         node = turn.node
@@ -138,8 +174,9 @@ class Turns:
         try:  # whatever happened, the turn (and the text it got to) goes into the history, or says it did not
             self._fill(node, turn, finish)
             node.code = code or None
-            await self.m.store.save_turn(s.sid, s.gen, node)
-            s.history.commit(node)
+            if node.kind != "impersonate":  # a suggestion for the player's line, never part of the story
+                await self.m.store.save_turn(s.sid, s.gen, node)
+                s.history.commit(node)
         except StoreFailed as exc:
             log.error("turn_not_stored", sid=s.sid, tid=node.tid, error=exc.message)
             code = "store_failed"
@@ -185,6 +222,7 @@ class Turns:
         }
         text = "".join(turn.text).encode()
         reason = "error" if code else finish.reason
+        check = check_reply(text.decode(), node.schema) if turn.structured else None
         frame = F.turn_end(
             s.sid,
             0,
@@ -196,7 +234,10 @@ class Turns:
             xcrc=zlib.crc32(text),
             error=MESSAGES[code] if code else None,
             code=code or None,
-            parsed=parses(text.decode()) if turn.structured else None,
+            parsed=check.parsed if check else None,
+            valid=check.valid if check else None,
+            path=check.path if check else None,
+            lore=turn.lore,
         )
         s.emit(frame, self.m.wall())
         log.info(

@@ -32,6 +32,8 @@ def serve_settings(argv: list[str], env: dict[str, str] | None = None) -> Settin
         pytest.fail(f"rtserver does not take {argv[start:]} (see rtserver serve --help)")
     assert ns.command == "serve", argv
     flags = {k: v for k, v in vars(ns).items() if k not in ("command", "config")}
+    if str(flags.get("redis_url") or "").startswith("$("):  # Kubernetes fills it from a Secret at run time
+        flags["redis_url"] = "redis://redis:6379/0"
     return load_settings(None, env or {}, flags)
 
 

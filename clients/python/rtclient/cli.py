@@ -1,7 +1,8 @@
 """``rtclient chat URL``: a small terminal chat for trying a server by hand.
 
 Commands: /cancel (while a reply streams: stop it), /regen (another alternative), /continue (extend the
-reply), /quit.
+reply), /impersonate (a suggestion for your next line), /quit. ``--card FILE`` plays a character card (JSON or
+PNG) and ``--record FILE`` records the session for ``rtserver replay run``.
 """
 
 from __future__ import annotations
@@ -22,7 +23,15 @@ async def _stream(turn: Turn) -> None:
     print(f"\n  [{r.reason}; first token {t.get('ttft_ms')} ms, {r.usage.get('completion', 0)} tokens]", flush=True)
 
 
-async def chat(url: str, persona: str | None, subprotocol: str, temperature: float | None) -> None:
+async def chat(
+    url: str,
+    persona: str | None,
+    subprotocol: str,
+    temperature: float | None,
+    card: str | None = None,
+    user: str | None = None,
+    record: str | None = None,
+) -> None:
     params = {"temperature": temperature} if temperature is not None else None
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
@@ -32,8 +41,11 @@ async def chat(url: str, persona: str | None, subprotocol: str, temperature: flo
             loop.call_soon_threadsafe(lines.put_nowait, line.rstrip("\n"))
         loop.call_soon_threadsafe(lines.put_nowait, None)
 
-    async with Client(url, subprotocol=subprotocol, name="rtclient-chat") as client:
-        session = await client.open_session(persona=persona, params=params)
+    async with Client(url, subprotocol=subprotocol, name="rtclient-chat", record=record) as client:
+        story = {"card": card, "user": user} if card else {}
+        session = await client.open_session(persona=persona, params=params, **story)
+        for turn in (session.snapshot or {}).get("turns", []):  # a card's greeting
+            print(turn["reply"])
         print(f"connected to {client.welcome.get('server')} ({client.welcome.get('node')}), session {session.sid}")
         print("type a line; /cancel (while a reply streams) /regen /continue /quit")
         loop.run_in_executor(None, read_stdin)
@@ -44,6 +56,8 @@ async def chat(url: str, persona: str | None, subprotocol: str, temperature: flo
                     turn = await session.regenerate()
                 elif line == "/continue":
                     turn = await session.continue_()
+                elif line == "/impersonate":
+                    turn = await session.impersonate()
                 elif line and not line.startswith("/"):
                     turn = await session.say(line)
                 else:
@@ -80,9 +94,13 @@ def main() -> None:
     c.add_argument("--persona", help="system prompt / character")
     c.add_argument("--json", action="store_true", help="use the rt.v1.json subprotocol")
     c.add_argument("--temperature", type=float)
+    c.add_argument("--card", metavar="FILE", help="a character card: JSON, or a PNG card (chara / ccv3 chunk)")
+    c.add_argument("--user", help="your name in the story ({{user}})")
+    c.add_argument("--record", metavar="FILE", help="record every frame for rtserver replay run")
     a = p.parse_args()
+    sub_name = "rt.v1.json" if a.json else "rt.v1.msgpack"
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(chat(a.url, a.persona, "rt.v1.json" if a.json else "rt.v1.msgpack", a.temperature))
+        asyncio.run(chat(a.url, a.persona, sub_name, a.temperature, a.card, a.user, a.record))
 
 
 if __name__ == "__main__":

@@ -24,11 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from pathlib import Path
 from typing import Any
 
 import websockets
 from rtprotocol import Codec, GapError
 from rtprotocol import frames as F
+from rtprotocol.cardfile import read_card_file
+from rtprotocol.recording import Recorder
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -43,6 +46,7 @@ _ACKS = {
     "cancel": ("turn.end",),
     "rollback": ("session.updated",),
     "session.update": ("session.updated",),
+    "edit": ("session.updated",),
     "session.close": ("session.closed",),
 }
 
@@ -57,8 +61,16 @@ class Client:
         reconnect: bool = True,
         backoff: Backoff | None = None,
         open_timeout: float = 10.0,
+        record: str | Path | Recorder | None = None,
     ) -> None:
+        """``record``: a file (or a ``Recorder``) that gets every frame sent and received, with its time, in the
+        format ``rtserver replay run`` plays back (``rtprotocol.recording``)."""
         self.url, self.subprotocol, self.name = url, subprotocol, name
+        self._own_recorder = isinstance(record, (str, Path))
+        self.recorder = (
+            Recorder.to_file(record, url=url, sub=subprotocol) if isinstance(record, (str, Path)) else record
+        )
+        self._conn = 0  # this connection's number in the recording
         self.reconnect, self.backoff = reconnect, backoff or Backoff()
         self.open_timeout = open_timeout
         self.codec = Codec(subprotocol)
@@ -100,8 +112,10 @@ class Client:
             open_timeout=self.open_timeout,
             max_size=None,
         )
-        await self.ws.send(self.codec.encode({"t": "hello", "client": self.name, "version": "0.1.0"}))
-        self.welcome = self.codec.decode(await self.ws.recv())
+        if self.recorder is not None:
+            self._conn = self.recorder.connection()
+        await self._wire({"t": "hello", "client": self.name, "version": "0.1.0"})
+        self.welcome = self._decoded(await self.ws.recv())
         if self.welcome.get("t") != "welcome":
             raise RtClientError(self.welcome.get("code", "bad_frame"), self.welcome.get("msg", "expected welcome"))
         self._connected.set()
@@ -113,13 +127,28 @@ class Client:
         if self.ws is not None:
             await self.ws.close()
         self._fail_all(ConnectionLost("client closed"))
+        if self._own_recorder and self.recorder is not None:
+            self.recorder.close()
+
+    async def _wire(self, frame: F.Frame) -> None:
+        """Send one frame on the socket as it is now (recorded first, when recording)."""
+        assert self.ws is not None
+        if self.recorder is not None:
+            self.recorder.log(self._conn, True, frame)
+        await self.ws.send(self.codec.encode(frame))
+
+    def _decoded(self, message: str | bytes) -> F.Frame:
+        frame: F.Frame = self.codec.decode(message)
+        if self.recorder is not None:
+            self.recorder.log(self._conn, False, frame)
+        return frame
 
     async def _read_forever(self) -> None:
         while True:
             assert self.ws is not None
             try:
                 async for message in self.ws:
-                    self._on_frame(self.codec.decode(message))
+                    self._on_frame(self._decoded(message))
             except ConnectionClosed:
                 pass
             except GapError:  # a frame was lost on a live connection: start over and resume from what we have
@@ -150,17 +179,8 @@ class Client:
                     assert self.ws is not None
                     fid = self._next_id()
                     self._resuming[fid] = s
-                    await self.ws.send(
-                        self.codec.encode(
-                            {
-                                "t": "session.resume",
-                                "id": fid,
-                                "sid": s.sid,
-                                "ep": s.tracker.epoch,
-                                "last_seq": s.tracker.last_seq,
-                            }
-                        )
-                    )
+                    resume = {"sid": s.sid, "ep": s.tracker.epoch, "last_seq": s.tracker.last_seq}
+                    await self._wire({"t": "session.resume", "id": fid, **resume})
             except ConnectionClosed:
                 continue
             return True
@@ -238,7 +258,7 @@ class Client:
             raise self._gone
         assert self.ws is not None
         try:
-            await self.ws.send(self.codec.encode(frame))
+            await self._wire(frame)
         except ConnectionClosed:
             if not self.reconnect:
                 raise ConnectionLost("connection closed") from None
@@ -254,12 +274,33 @@ class Client:
         return await fut
 
     async def open_session(
-        self, *, persona: str | None = None, params: dict[str, Any] | None = None, model: str | None = None
+        self,
+        *,
+        persona: str | None = None,
+        params: dict[str, Any] | None = None,
+        model: str | None = None,
+        card: dict[str, Any] | str | Path | None = None,
+        **story: Any,
     ) -> Session:
-        frame = {"t": "session.open", "persona": persona, "params": params, "model": model}
+        """A new session. ``card``: a Character Card V2 map, or the path of a card file (JSON, or a PNG card);
+        ``story``: ``user``, ``vars``, ``note``, ``note_depth`` of a card session. A card session's reply
+        carries a snapshot (its greetings are its first turns)."""
+        if isinstance(card, (str, Path)):
+            card = read_card_file(card)
+        frame = {"t": "session.open", "persona": persona, "params": params, "model": model, "card": card, **story}
+        if card is not None:
+            frame["snapshot"] = True
         reply = await self._request({k: v for k, v in frame.items() if v is not None})
         s = self.sessions[reply["sid"]] = Session(self, reply)
         return s
+
+    async def put_card(self, card: dict[str, Any] | str | Path) -> str:
+        """Register a card too large for ``session.open`` (a card map or file); returns its ``cid`` for
+        ``open_session(card={"cid": cid})``."""
+        if isinstance(card, (str, Path)):
+            card = read_card_file(card)
+        reply = await self._request({"t": "card.put", "card": card}, expect="card")
+        return str(reply["cid"])
 
     async def attach(self, sid: str) -> Session:
         """Join an existing session (another device, a spectator); the reply carries a snapshot."""

@@ -60,14 +60,44 @@ class Session:
     async def continue_(self, *, params: dict[str, Any] | None = None) -> Turn:
         return await self._turn("continue", params=params)
 
+    async def impersonate(self, *, params: dict[str, Any] | None = None) -> Turn:
+        """A suggestion for the player's next line, streamed like a reply; the history does not keep it."""
+        return await self._turn("impersonate", params=params)
+
+    async def edit(self, tid: int, *, user: str | None = None, reply: str | None = None) -> int:
+        """Add an edited copy of turn ``tid`` as its sibling, at the head; returns its turn id."""
+        frame = {"t": "edit", "sid": self.sid, "tid": tid, "user": user, "reply": reply}
+        await self.client._request({k: v for k, v in frame.items() if v is not None}, expect=None)
+        return int(self.state["head"])
+
     async def cancel(self) -> None:
         await self.client._request({"t": "cancel", "sid": self.sid}, expect=None)
 
     async def rollback(self, tid: int) -> None:
         await self.client._request({"t": "rollback", "sid": self.sid, "tid": tid}, expect=None)
 
-    async def update(self, *, persona: str | None = None, params: dict[str, Any] | None = None) -> None:
-        frame = {"t": "session.update", "sid": self.sid, "persona": persona, "params": params}
+    async def update(
+        self,
+        *,
+        persona: str | None = None,
+        params: dict[str, Any] | None = None,
+        vars: dict[str, Any] | None = None,
+        unset: list[str] | None = None,
+        note: str | None = None,
+        note_depth: int | None = None,
+    ) -> None:
+        """Change the persona or default parameters; in a card session also the story variables (``vars`` set,
+        ``unset`` removes), the author's note (``""`` removes it) and its depth."""
+        frame = {
+            "t": "session.update",
+            "sid": self.sid,
+            "persona": persona,
+            "params": params,
+            "vars": vars,
+            "unset": unset,
+            "note": note,
+            "note_depth": note_depth,
+        }
         await self.client._request({k: v for k, v in frame.items() if v is not None}, expect=None)
 
     async def refresh(self) -> dict[str, Any]:
@@ -125,6 +155,9 @@ class Session:
             f.get("error"),
             f.get("parsed"),
             f.get("code"),
+            f.get("valid"),
+            f.get("path"),
+            f.get("lore"),
         )
         problem = mismatch(turn.text, f)
         if problem is None:

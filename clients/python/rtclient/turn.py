@@ -44,6 +44,9 @@ class TurnResult:
     error: str | None = None
     parsed: bool | None = None  # for a turn with a schema: whether the reply parsed as JSON
     code: str | None = None  # with reason "error": engine_error, internal, or store_failed (not in the history)
+    valid: bool | None = None  # for a turn with a schema: whether the reply fits it ...
+    path: str | None = None  # ... and if not, where the first violation is (a JSON pointer)
+    lore: list[int | str] | None = None  # a card session's turn: the character book's entries its prompt carried
 
 
 class Turn:
