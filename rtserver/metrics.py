@@ -60,6 +60,33 @@ class _StoreCollector(Collector):
         )
 
 
+class _FleetCollector(Collector):
+    """Across nodes (``--redis``), read on scrape."""
+
+    def __init__(self, fleet: Any) -> None:
+        self._f = fleet
+
+    def collect(self) -> Iterable[Any]:
+        f = self._f
+        c = CounterMetricFamily
+        yield c(
+            "rtserver_fenced_writes", "writes refused: another node owns the session now", value=f.store.fenced_writes
+        )
+        yield c(
+            "rtserver_frames_relayed", "frames relayed to this node's clients from other nodes", value=f.relay.relayed
+        )
+        yield c("rtserver_frames_filled", "relayed frames fetched from the stream after a gap", value=f.relay.filled)
+        yield c("rtserver_requests_forwarded", "requests carried to a session's owner", value=f.rpc.forwarded)
+        yield c("rtserver_requests_served", "requests carried out for clients on other nodes", value=f.rpc.served)
+        yield c(
+            "rtserver_frame_batches_failed", "frame batches Redis did not take", value=f.store.frames.failed_batches
+        )
+        pending = sum(len(v) for v in f.store.fallback.pending.values()) if f.store.fallback else 0
+        yield GaugeMetricFamily("rtserver_writes_waiting_for_redis", "writes journalled locally", value=pending)
+        stale = f.store.fallback.stale_turns if f.store.fallback else 0
+        yield c("rtserver_stale_turns", "turns written back after another node took the session", value=stale)
+
+
 class Metrics:
     def __init__(self) -> None:
         r = self.registry = CollectorRegistry()
@@ -79,6 +106,9 @@ class Metrics:
 
     def watch_store(self, store: Any, manager: Any) -> None:
         self.registry.register(_StoreCollector(store, manager))
+
+    def watch_fleet(self, fleet: Any) -> None:
+        self.registry.register(_FleetCollector(fleet))
 
     def watch_engines(self, stats: Callable[[], dict[str, dict[str, int]]]) -> None:
         self.registry.register(_EngineCollector(stats))

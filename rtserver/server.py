@@ -115,6 +115,8 @@ class Server:
         )
         self.maintenance = Maintenance(self.manager, self.store, s)
         self.metrics.watch_store(self.store, self.manager)
+        if self.fleet is not None:
+            self.metrics.watch_fleet(self.fleet)
         self.connections: set[Connection] = set()
         self.frames_closed = 0  # frames sent by connections already gone; live ones are summed on scrape
         self.metrics.watch_frames(lambda: self.frames_closed + sum(c.sent for c in self.connections))

@@ -85,6 +85,14 @@ async def test_clients_on_three_nodes_see_the_same_frames_in_the_same_order(flee
     assert seen(on_b) == seen(on_a) == seen(on_c)
     assert [f["seq"] for f in on_b if "seq" in f] == list(range(1, len(on_b) + 1))
     assert [f.get("id") for f in on_b if f["t"] == "turn.start"] == [0, 1, 2]
+    assert metric(await http_get(b.http + "/metrics"), "rtserver_requests_forwarded_total") >= 3
+    assert metric(await http_get(a.http + "/metrics"), "rtserver_requests_served_total") >= 3
+    assert metric(await http_get(c.http + "/metrics"), "rtserver_frames_relayed_total") >= len(on_c)
+
+
+def metric(text: bytes, name: str) -> float:
+    line = next(ln for ln in text.decode().splitlines() if ln.startswith(name + " "))
+    return float(line.split()[1])
 
 
 async def test_an_error_from_the_owner_reaches_the_client_on_another_node(fleet):
