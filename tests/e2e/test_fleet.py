@@ -357,3 +357,20 @@ async def test_twenty_sessions_followed_from_another_node_at_once_all_arrive(fle
         await own.send({"t": "say", "sid": sid, "text": f"line {i}", "id": i})
     for own, other in zip(owners, others, strict=True):
         assert seen((await other.until("turn.end"))[1]) == seen((await own.until("turn.end"))[1])
+
+
+async def test_turns_journalled_while_redis_was_down_survive_kill_9_and_reach_redis(start_server, redis_server, tmp_path):
+    args = ("--engine", "scripted", "--scripted-rate", "200", "--redis", redis_server.url, "--node-id", "a")
+    a = start_server(*args, data_dir=tmp_path / "a")
+    ra = await Raw.connect(a.url)
+    s = await ra.open()
+    redis_server.stop()
+    ends = [(await say(ra, s["sid"], f"while down {i}", i))[-1] for i in range(2)]
+    assert [e["reason"] for e in ends] == ["stop", "stop"]
+    a.signal(signal.SIGKILL)  # its journalled turns are on disk only
+    redis_server.start()
+    again = start_server(*args, data_dir=tmp_path / "a")  # the node comes back: it writes them back
+    await asyncio.to_thread(again.wait_event, "store_recovered")
+    rb = await Raw.connect(again.url)
+    snap = await rb.open(sid=s["sid"], snapshot=True)
+    assert [t["user"] for t in snap["snap"]["turns"]] == ["while down 0", "while down 1"]
