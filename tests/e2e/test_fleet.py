@@ -359,7 +359,7 @@ async def test_twenty_sessions_followed_from_another_node_at_once_all_arrive(fle
         assert seen((await other.until("turn.end"))[1]) == seen((await own.until("turn.end"))[1])
 
 
-async def test_turns_journalled_while_redis_was_down_survive_kill_9_and_reach_redis(start_server, redis_server, tmp_path):
+async def test_journalled_turns_survive_kill_9_and_reach_redis(start_server, redis_server, tmp_path):
     args = ("--engine", "scripted", "--scripted-rate", "200", "--redis", redis_server.url, "--node-id", "a")
     a = start_server(*args, data_dir=tmp_path / "a")
     ra = await Raw.connect(a.url)
