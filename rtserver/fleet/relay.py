@@ -32,6 +32,7 @@ class _Watch:
     subs: dict[Subscriber, int] = field(default_factory=dict)  # each client's last seq
     moved: asyncio.Event = field(default_factory=asyncio.Event)  # set (and cleared) whenever ``seen`` grows
     holds: int = 0  # handles that watch and have not attached yet: the subscription stays for them
+    ready: asyncio.Event = field(default_factory=asyncio.Event)  # the subscription is confirmed
 
 
 class Relay:
@@ -56,9 +57,13 @@ class Relay:
         if w is None:
             w = self.watches[sid] = _Watch()
             w.holds += 1
-            await self.channels.add(keys(sid)[3])
+            try:
+                await self.channels.add(keys(sid)[3])
+            finally:
+                w.ready.set()
         else:
             w.holds += 1
+            await w.ready.wait()
 
     def known(self, sid: str, epoch: str, seq: int) -> None:
         """What a read of the session's stream found: its epoch and last seq."""
