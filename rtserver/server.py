@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -28,12 +29,15 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from . import __version__
+from .auth import setup as auth_setup
 from .connection import CLOSE_TIMEOUT, Connection
 from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
 from .filters import build_pipeline
+from .filters.base import Client
 from .maintenance import Maintenance
 from .metrics import Metrics
+from .protection import Protection
 from .sessions.handle import Sessions
 from .sessions.local import LocalStore
 from .sessions.manager import SessionConfig, SessionManager
@@ -82,7 +86,17 @@ class Server:
         self.engines = engines if engines is not None else make_engines(s)  # given: in-process tests
         self.metrics.watch_engines(lambda: {name: e.stats() for name, e in self.engines.items()})
         self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
-        self.pipeline = build_pipeline(s, self.engines, self.metrics, lambda: self.draining)
+        self.protection = Protection(s, auth_setup(s.auth, s.host, Path(s.data_dir), s.token_secret))
+        self.pipeline = build_pipeline(
+            s,
+            self.engines,
+            self.metrics,
+            lambda: self.draining,
+            auth=self.protection.auth,
+            limiter=self.protection.limiter,
+            report=self.protection.report,
+        )
+        self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()
         self.manager = SessionManager(
             self.store,
             SessionConfig(
@@ -129,6 +143,8 @@ class Server:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return conn.respond(http.HTTPStatus.OK, "ok\n")
+        if path in ("/readyz", "/metrics") and not self.protection.http_allowed(request.headers.get("authorization")):
+            return conn.respond(http.HTTPStatus.UNAUTHORIZED, "this endpoint needs 'Authorization: Bearer <API key>'\n")
         if path == "/readyz":
             return self._readyz(conn)
         if path == "/metrics":
@@ -142,10 +158,12 @@ class Server:
             )
             return Response(200, "OK", headers, body)
         fields = {k.lower(): v for k, v in request.headers.raw_items()}
+        client = Client(peer=str(conn.remote_address[0]) if conn.remote_address else "")
         for f in self.pipeline.connection:
-            refusal = f.handshake(path, fields)
+            refusal = f.handshake(path, fields, client)
             if refusal is not None:
                 return conn.respond(http.HTTPStatus(refusal.status), refusal.body)
+        self._clients[conn] = client
         return None
 
     def _readyz(self, conn: ServerConnection) -> Response:
@@ -169,7 +187,7 @@ class Server:
         return None  # nothing offered: msgpack, the default
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = Connection(ws, self)
+        conn = Connection(ws, self, self._clients.pop(ws, None))
         self.connections.add(conn)
         self.metrics.connections.inc()
         started = time.monotonic()
@@ -211,6 +229,7 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self.maintenance.start()
+        await self.protection.start(lambda: [c.client for c in self.connections])
         async with serve(
             self._handle,
             s.host,
@@ -233,6 +252,7 @@ class Server:
             await self._stop.wait()
             await self._drain(server)
         await self.maintenance.stop()
+        await self.protection.stop()
         await self.manager.park_all()
         await self.store.close()
         for engine in self.engines.values():

@@ -3,6 +3,7 @@ Validated at start-up; every message names the bad key and says what it expects.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -64,6 +65,18 @@ class Settings:
     resume_grace: float = 10.0  # a turn whose clients all left keeps running this long for a resume
     drain_timeout: float = 30.0  # SIGTERM: how long running turns may take to finish
     fsync: bool = True  # journal with fsync (off only for throwaway benchmarks)
+    # --- protection (docs/deploy.md "Protection") ---
+    auth: str = "auto"  # auto (loopback bind + nothing configured: off; else on) | on | off
+    token_secret: str = ""  # HMAC-SHA256 secret of signed user tokens (JWT HS256); empty: user tokens refused
+    protect_http: bool = False  # /metrics and /readyz need an API key too (open by default, as Prometheus expects)
+    allowed_origins: str = ""  # comma-separated browser origins (https://game.example); empty: any
+    trusted_proxies: str = ""  # comma-separated addresses/CIDRs whose X-Forwarded-For is believed
+    connections_per_ip: int = 1000  # 0: no limit (per node)
+    pending_per_ip: int = 64  # connections from one address that have not sent hello yet (per node)
+    frames_per_min: float = 1200.0  # per user; 0: no limit (shared by the nodes with --redis)
+    frames_per_min_ip: float = 6000.0  # per client address
+    tokens_per_min: float = 20000.0  # generated tokens per user, reserved from max_tokens at a turn's start
+    limits_fail: str = "open"  # Redis unreachable: open (this node's own limits) | closed (refuse)
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 256
@@ -161,6 +174,12 @@ def _validate(s: Settings) -> None:
         "cannot quantize them): set flash_attn = on, or cache_type_v = f16",
     )
     need(s.n_ctx >= 128, "n_ctx must be at least 128")
+    need(s.auth in ("auto", "on", "off"), f"auth must be auto, on or off, got {s.auth!r}")
+    need(s.limits_fail in ("open", "closed"), f"limits_fail must be open or closed, got {s.limits_fail!r}")
+    try:
+        [ipaddress.ip_network(p.strip(), strict=False) for p in s.trusted_proxies.split(",") if p.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
     for key in (
         "frame_log",
         "send_queue",
@@ -184,6 +203,11 @@ def _validate(s: Settings) -> None:
         "session_ttl",
         "journal_scrub_s",
         "bad_frames_per_s",
+        "connections_per_ip",
+        "pending_per_ip",
+        "frames_per_min",
+        "frames_per_min_ip",
+        "tokens_per_min",
     ):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")
     if s.engine == "llama":

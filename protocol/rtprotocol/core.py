@@ -49,9 +49,11 @@ class Open(Action):
 
 @dataclass
 class Attach(Action):
-    """``session.open`` with a ``sid``: attach to an existing session; the reply carries a snapshot."""
+    """``session.open`` with a ``sid``: attach to an existing session; the reply carries a snapshot.
+    ``mode`` "ro": a spectator's read-only attachment (its writes are answered ``read_only``)."""
 
     sid: str
+    mode: str = ""
 
 
 @dataclass
@@ -120,7 +122,7 @@ class ConnectionCore:
         if kind == "session.open":
             if frame.get("sid"):
                 self._room_for(frame["sid"], fid)
-                return Attach(fid, frame["sid"])
+                return Attach(fid, frame["sid"], frame.get("mode") or "")
             self._room_for(None, fid)
             return Open(fid, frame.get("persona"), params, frame.get("model"), bool(frame.get("snapshot")))
         if kind == "session.resume":

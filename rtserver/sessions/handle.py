@@ -22,6 +22,8 @@ class SessionHandle(Protocol):
     def sid(self) -> str: ...
     @property
     def alive(self) -> bool: ...
+    @property
+    def user(self) -> str: ...
     def frame(self, frame_id: Any = None, *, snapshot: bool = False) -> F.Frame: ...
     def resume(self, epoch: str, last_seq: int, frame_id: Any) -> tuple[F.Frame, list[bytes]]: ...
     def attach(self, sub: Subscriber) -> None: ...
@@ -40,6 +42,11 @@ class LocalHandle:
     @property
     def sid(self) -> str:
         return self._s.sid
+
+    @property
+    def user(self) -> str:
+        """The user the session belongs to ("" : created without auth)."""
+        return self._s.data.user
 
     @property
     def alive(self) -> bool:
@@ -87,8 +94,10 @@ class Sessions:
     def __init__(self, manager: SessionManager, turns: Turns) -> None:
         self.manager, self.turns = manager, turns
 
-    async def open(self, persona: str | None, params: dict[str, Any], model: str | None) -> SessionHandle:
-        return LocalHandle(await self.manager.create(persona, params, model), self.manager, self.turns)
+    async def open(
+        self, persona: str | None, params: dict[str, Any], model: str | None, user: str = ""
+    ) -> SessionHandle:
+        return LocalHandle(await self.manager.create(persona, params, model, user), self.manager, self.turns)
 
     async def get(self, sid: str) -> SessionHandle:
         return LocalHandle(await self.manager.get(sid), self.manager, self.turns)

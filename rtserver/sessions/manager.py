@@ -83,7 +83,7 @@ class SessionManager:
         self.paged_in += 1
         return s
 
-    async def create(self, persona: str | None, params: dict[str, Any], model: str | None) -> Session:
+    async def create(self, persona: str | None, params: dict[str, Any], model: str | None, user: str = "") -> Session:
         model = model or self.config.default_model
         if model not in self.config.models:
             raise ClientError(
@@ -92,7 +92,7 @@ class SessionManager:
             )
         self.check_text(persona, "persona")
         self._make_room()
-        data = SessionData(secrets.token_urlsafe(16), persona, dict(params), model, owner=self.store.node_id)
+        data = SessionData(secrets.token_urlsafe(16), persona, dict(params), model, owner=self.store.node_id, user=user)
         gen = await self.store.acquire(data.sid)
         reserved = await self.store.create(data, gen)
         s = self.sessions[data.sid] = Session(data, self.config.frame_log, gen=gen, reserved=reserved, now=self.clock())

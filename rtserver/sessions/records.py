@@ -4,7 +4,7 @@ Every record names its session and says what it is (``op``), so records stand on
 record costs the persona and params (the session comes back with defaults, and the damage is reported), not the
 turns after it.
 
-    open     sid, persona, params, model, tids (turn ids reserved so far)
+    open     sid, persona, params, model, tids (turn ids reserved so far), user (its owner; absent: "")
     turn     sid, and a TurnNode's fields
     head     sid, head                      (rollback)
     update   sid, persona, params
@@ -30,6 +30,7 @@ def open_record(data: SessionData, reserved: int) -> bytes:
             "params": data.params,
             "model": data.model,
             "tids": reserved,
+            **({"user": data.user} if data.user else {}),
         }
     )
 
@@ -87,6 +88,7 @@ def rebuild(sid: str, records: list[dict[str, Any]], default_model: str = "defau
         if op == "open":
             data.persona, data.params, data.model = r.get("persona"), r.get("params") or {}, r.get("model") or "default"
             reserved = max(reserved, int(r.get("tids") or 0))
+            data.user = str(r.get("user") or "")
         elif op == "turn":
             data.history.commit(_node(r))
         elif op == "head":

@@ -31,6 +31,7 @@ class SessionData:
     model: str
     history: History = field(default_factory=History)
     owner: str = ""  # the node that holds this session's KV (multi-node work)
+    user: str = ""  # the user it belongs to ("" without auth: anyone who knows the id)
 
 
 @dataclass

@@ -78,7 +78,10 @@ class Turns:
         rule = schema_to_grammar(schema) if schema is not None else grammar
         request = self._request(s, parent, user, continue_last, params, rule)
         ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None)
-        self.pipeline.admit_turn(ctx)  # a refusal (bad grammar, busy) raises here: nothing has started
+        await self.pipeline.admit_turn(ctx)  # a refusal (bad grammar, busy, limit) raises here: nothing started
+        if s.running:  # another client's turn started while a shared limit was asked (Redis)
+            self.pipeline.undo_admit(ctx)
+            raise ClientError("a turn is running; wait for turn.end or cancel it", code="turn_running")
         node = h.new_turn(kind, user, parent)
         node.schema, node.grammar = schema, grammar
         turn = s.running = RunningTurn(node, request, structured=schema is not None)

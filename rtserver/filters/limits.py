@@ -1,0 +1,107 @@
+"""Connection filter: connection counts and frame rates per client IP and per user.
+
+- connections per IP, and of those, connections that have not sent ``hello`` yet: a full count refuses the
+  handshake (429), and a connection that slipped past it (concurrent handshakes) is closed at once with 1013;
+  counted per node, in process.
+- frames per minute, per user (after ``hello``) and per IP: a frame over either limit gets
+  ``error{rate_limited, retry_after}`` and the connection stays open (GCRA; shared by every node with Redis).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rtprotocol import errors as E
+
+from ..errors import RateLimited, Refused
+from ..limits import Decision, Limit, Limiter
+from .base import Client, NoConnection, Refusal, Report
+
+
+@dataclass(frozen=True)
+class ConnectionLimits:
+    per_ip: int = 0  # 0: no limit
+    pending_per_ip: int = 0  # connections without hello yet
+    frames_per_min: float = 0.0  # per user
+    frames_per_min_ip: float = 0.0
+
+
+class LimitsFilter(NoConnection):
+    def __init__(self, limits: ConnectionLimits, limiter: Limiter, report: Report) -> None:
+        self.limits, self.limiter, self.report = limits, limiter, report
+        self.connections: Counter[str] = Counter()
+        self.pending: Counter[str] = Counter()
+
+    def _full(self, ip: str) -> str | None:
+        lim = self.limits
+        if lim.per_ip and self.connections[ip] >= lim.per_ip:
+            return f"{self.connections[ip]} connections from this address (the limit is {lim.per_ip})"
+        if lim.pending_per_ip and self.pending[ip] >= lim.pending_per_ip:
+            return f"{self.pending[ip]} connections from this address have not sent hello yet"
+        return None
+
+    def handshake(self, path: str, headers: dict[str, str], client: Client) -> Refusal | None:
+        full = self._full(client.ip)
+        if full is None:
+            return None
+        self.report("rate_limited", client, full)
+        return Refusal(429, f"too many connections: {full}; retry later\n")
+
+    def opened(self, client: Client) -> None:
+        full = self._full(client.ip)
+        if full is not None:
+            self.report("rate_limited", client, full)
+            raise Refused(f"too many connections: {full}", code="rate_limited", close=E.CLOSE_TRY_LATER)
+        client.opened = True
+        self.connections[client.ip] += 1
+        self.pending[client.ip] += 1
+
+    def closed(self, client: Client) -> None:
+        if not client.opened:
+            return
+        client.opened = False
+        _down(self.connections, client.ip)
+        if not client.hello:
+            _down(self.pending, client.ip)
+
+    def frame(self, frame: dict[str, Any], client: Client) -> Awaitable[None] | None:
+        if frame["t"] == "hello" and not client.hello:
+            client.hello = True
+            if client.opened:
+                _down(self.pending, client.ip)
+        limits = self._frame_limits(client)
+        if not limits:
+            return None
+        decided = self.limiter.take(limits)
+        if isinstance(decided, Decision):
+            self._check(decided, client, frame)
+            return None
+        return self._check_later(decided, client, frame)
+
+    def _frame_limits(self, client: Client) -> Sequence[Limit]:
+        out = []
+        user = client.principal.user if client.principal is not None else ""
+        if user:
+            per_min = client.principal.limit("frames_per_min", self.limits.frames_per_min)  # type: ignore[union-attr]
+            if per_min:
+                out.append(Limit("f:u:" + user, per_min))
+        if self.limits.frames_per_min_ip:
+            out.append(Limit("f:ip:" + client.ip, self.limits.frames_per_min_ip))
+        return out
+
+    async def _check_later(self, decided: Awaitable[Decision], client: Client, frame: dict[str, Any]) -> None:
+        self._check(await decided, client, frame)
+
+    def _check(self, d: Decision, client: Client, frame: dict[str, Any]) -> None:
+        if not d.allowed:
+            self.report("rate_limited", client, f"frames ({frame['t']})")
+            raise RateLimited(f"too many frames; retry in {d.retry_after:g} s", retry_after=d.retry_after)
+
+
+def _down(counts: Counter[str], key: str) -> None:
+    counts[key] -= 1
+    if counts[key] <= 0:
+        del counts[key]

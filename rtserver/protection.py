@@ -1,0 +1,93 @@
+"""What the protection filters share for the life of a server: the authenticator, the rate limiter (in process,
+or in Redis with ``redis_url``), the security-event sink, and the watch that closes a revoked key's live
+connections within a second."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import structlog
+from rtprotocol import errors as E
+
+from .auth import Authenticator
+from .filters.base import Client, Report
+from .limits import Gcra, Limiter, SharedLimiter
+from .settings import Settings
+
+log = structlog.get_logger("rtserver.protection")
+
+
+class Protection:
+    def __init__(self, settings: Settings, auth: Authenticator, *, redis: Any = None) -> None:
+        self.settings, self.auth = settings, auth
+        local = Gcra()
+        shared = None
+        if settings.redis_url:
+            redis = redis or _redis(settings)
+            shared = SharedLimiter(
+                redis, local, timeout=settings.redis_timeout, fail_open=settings.limits_fail == "open"
+            )
+        self.redis = redis
+        self.limiter = Limiter(local, shared)
+        self.sinks: list[Report] = []  # the audit log adds itself
+        self._watch: asyncio.Task[None] | None = None
+
+    def report(self, kind: str, client: Client, detail: str) -> None:
+        """A security event: logged (auth failures and refusals are rare; a flood's limit hits are sampled by
+        the audit log, not logged one by one) and handed to the sinks."""
+        if kind != "rate_limited":
+            user = client.principal.user if client.principal is not None else None
+            log.info("security", kind=kind, ip=client.ip, user=user, detail=detail[:200])
+        for sink in self.sinks:
+            sink(kind, client, detail)
+
+    def http_allowed(self, authorization: str | None) -> bool:
+        """/metrics and /readyz: open unless ``protect_http``; then an API key is needed."""
+        if not self.settings.protect_http:
+            return True
+        scheme, _, key = (authorization or "").partition(" ")
+        try:
+            return scheme.lower() == "bearer" and self.auth.check(key.strip()).kind == "key"
+        except Exception:  # noqa: BLE001 - any refusal of the credential is a refusal of the request
+            return False
+
+    async def start(self, clients: Callable[[], Iterable[Client]]) -> None:
+        self._watch = asyncio.get_running_loop().create_task(self._revocations(clients))
+
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        if self.redis is not None:
+            await self.redis.aclose()
+
+    async def _revocations(self, clients: Callable[[], Iterable[Client]]) -> None:
+        """Re-read the key file when it changes (checked every ``REVOKE_CHECK_S``) and close the connections of
+        keys revoked since: a revocation takes effect within a second."""
+        while True:
+            await asyncio.sleep(REVOKE_CHECK_S)
+            try:
+                revoked = self.auth.keys.load()
+            except (OSError, ValueError) as exc:
+                log.warning("keys_unreadable", error=str(exc))
+                continue
+            if not revoked:
+                continue
+            for c in list(clients()):
+                if c.principal is not None and c.principal.key_id in revoked and c.close is not None:
+                    self.report("key_revoked", c, c.principal.key_id)
+                    c.close(E.CLOSE_FORBIDDEN, "this API key was revoked")
+
+
+REVOKE_CHECK_S = 0.25  # the key file's mtime is looked at this often; it is re-read only when it changed
+
+
+def _redis(settings: Settings) -> Any:
+    import redis.asyncio as aioredis
+
+    t = settings.redis_timeout
+    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=t, socket_connect_timeout=t)
