@@ -26,7 +26,7 @@ class Protection:
         local = Gcra()
         shared = None
         if settings.redis_url:
-            redis = redis or _redis(settings)
+            redis = redis or redis_for_limits(settings.redis_url, settings.redis_timeout)
             shared = SharedLimiter(
                 redis, local, timeout=settings.redis_timeout, fail_open=settings.limits_fail == "open"
             )
@@ -86,8 +86,12 @@ class Protection:
 REVOKE_CHECK_S = 0.25  # the key file's mtime is looked at this often; it is re-read only when it changed
 
 
-def _redis(settings: Settings) -> Any:
+def redis_for_limits(url: str, timeout: float, connections: int = 32) -> Any:
+    """A client whose pool waits (up to ``timeout``) for one of its connections: a burst of decisions queues
+    on a few connections instead of failing for want of one (redis-py's plain pool raises at its limit)."""
     import redis.asyncio as aioredis
 
-    t = settings.redis_timeout
-    return aioredis.Redis.from_url(settings.redis_url, socket_timeout=t, socket_connect_timeout=t)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=connections, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout
+    )
+    return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections

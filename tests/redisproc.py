@@ -64,9 +64,16 @@ class RedisProc:
 
         proc = self.proc
         assert proc is not None and proc.stdout is not None
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        self._drainer = threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True)  # type: ignore[union-attr]
+        self._drainer.start()
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill() if kill else self.proc.terminate()
             self.proc.wait()
+        drainer = getattr(self, "_drainer", None)
+        if drainer is not None:  # its log reaches its end when the process exits: then the pipe can be closed
+            drainer.join()
+            self._drainer = None
+        if self.proc is not None and self.proc.stdout is not None and not self.proc.stdout.closed:
+            self.proc.stdout.close()

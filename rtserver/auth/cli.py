@@ -52,16 +52,19 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _split(value: str | None) -> list[str]:
+    return [x for x in (value or "").split(",") if x]
+
+
 def _mint(args: argparse.Namespace) -> int:
     secret = args.secret or os.environ.get("RTSERVER_TOKEN_SECRET", "")
     if not secret:
         print("rtserver: give --secret or set RTSERVER_TOKEN_SECRET (the server's token_secret)", file=sys.stderr)
         return 2
     limits = {k: v for k, v in (("frames_per_min", args.frames_per_min), ("tokens_per_min", args.tokens_per_min)) if v}
-    split = lambda v: [x for x in (v or "").split(",") if x]  # noqa: E731
     print(
         tokens.mint(
-            secret, args.user, args.ttl, now=time.time(), models=split(args.models), ro=split(args.ro), limits=limits
+            secret, args.user, args.ttl, now=time.time(), models=_split(args.models), ro=_split(args.ro), limits=limits
         )
     )
     return 0
