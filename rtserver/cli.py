@@ -7,6 +7,7 @@ import asyncio
 import sys
 
 from . import __version__
+from .audit import cli as audit_cli
 from .auth import cli as auth_cli
 from .errors import ConfigError
 from .settings import BUNDLED_MODEL, CACHE_TYPES, Settings, environ, load_settings
@@ -86,6 +87,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     c.add_argument("dir", metavar="DIR", help=f"the server's --data-dir (default {d.data_dir})", nargs="?")
     auth_cli.add_parsers(sub, d.data_dir)
+    audit_cli.add_parsers(sub, d.data_dir)
     return p
 
 
@@ -93,6 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     if args.command in ("keys", "token"):
         sys.exit(auth_cli.run(args))
+    if args.command == "audit":
+        sys.exit(audit_cli.run(args))
     if args.command == "journal":
         from pathlib import Path
 

@@ -29,6 +29,8 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from . import __version__
+from .audit.events import SecurityEvents
+from .audit.log import AuditLog
 from .auth import setup as auth_setup
 from .connection import CLOSE_TIMEOUT, Connection
 from .engine.base import Engine
@@ -87,6 +89,9 @@ class Server:
         self.metrics.watch_engines(lambda: {name: e.stats() for name, e in self.engines.items()})
         self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
         self.protection = Protection(s, auth_setup(s.auth, s.host, Path(s.data_dir), s.token_secret))
+        self.audit = AuditLog(Path(s.data_dir) / "audit", self.node_id, capacity=s.audit_buffer, fsync=s.fsync)
+        if s.audit:
+            self.protection.sinks.append(SecurityEvents(self.audit))
         self.pipeline = build_pipeline(
             s,
             self.engines,
@@ -95,6 +100,7 @@ class Server:
             auth=self.protection.auth,
             limiter=self.protection.limiter,
             report=self.protection.report,
+            audit=self.audit if s.audit else None,
         )
         self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()
         self.manager = SessionManager(
@@ -169,6 +175,11 @@ class Server:
     def _readyz(self, conn: ServerConnection) -> Response:
         if not self.ready or self.draining:
             return conn.respond(http.HTTPStatus.SERVICE_UNAVAILABLE, "not ready\n")
+        if self.audit.full:
+            return conn.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                "degraded: the audit log is behind (a slow disk); new turns get busy until it catches up\n",
+            )
         if self.store.degraded:
             return conn.respond(
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
@@ -216,6 +227,8 @@ class Server:
             await engine.start()
         log.info("models_ready", seconds=round(time.perf_counter() - t0, 2))
         await self.store.open()
+        if s.audit:
+            await self.audit.start()
         log.info("store_open", data_dir=s.data_dir, filters=list(self.pipeline.names))
         # What exists now (modules, the model) lives as long as the process: keep it out of the collector's
         # full passes, which otherwise stall the loop for tens of ms on a large heap.
@@ -254,6 +267,8 @@ class Server:
         await self.maintenance.stop()
         await self.protection.stop()
         await self.manager.park_all()
+        if s.audit:
+            await self.audit.close()  # every record still waiting is written before the process ends
         await self.store.close()
         for engine in self.engines.values():
             await engine.close()

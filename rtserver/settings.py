@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .audit.redact import POLICIES
 from .errors import ConfigError
 
 BUNDLED_MODEL = Path(__file__).parent / "models" / "rtserver-tiny-q4_0.gguf"
@@ -77,6 +78,9 @@ class Settings:
     frames_per_min_ip: float = 6000.0  # per client address
     tokens_per_min: float = 20000.0  # generated tokens per user, reserved from max_tokens at a turn's start
     limits_fail: str = "open"  # Redis unreachable: open (this node's own limits) | closed (refuse)
+    audit: bool = True  # one record per turn and per security event, hash-chained, in <data_dir>/audit
+    audit_policy: str = "hash"  # what is kept of texts: full | redacted | hash | none
+    audit_buffer: int = 10000  # records waiting for the disk before new turns get busy (never dropped)
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 256
@@ -175,6 +179,8 @@ def _validate(s: Settings) -> None:
     )
     need(s.n_ctx >= 128, "n_ctx must be at least 128")
     need(s.auth in ("auto", "on", "off"), f"auth must be auto, on or off, got {s.auth!r}")
+    need(s.audit_policy in POLICIES, f"audit_policy must be one of {', '.join(POLICIES)}, got {s.audit_policy!r}")
+    need(s.audit_buffer >= 1, "audit_buffer must be at least 1")
     need(s.limits_fail in ("open", "closed"), f"limits_fail must be open or closed, got {s.limits_fail!r}")
     try:
         [ipaddress.ip_network(p.strip(), strict=False) for p in s.trusted_proxies.split(",") if p.strip()]

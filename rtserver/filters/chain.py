@@ -11,11 +11,13 @@ carried out, and when it closes:
     limits      connections and not-yet-hello connections per IP (429 / 1013); frames per minute per user and
                 per IP (rate_limited): after auth, so the user is known
 Turn chain, admission phase, before ``turn.start`` (a refusal is an ``error`` frame; nothing started):
+    audit       busy while the audit log's backlog is full (a slow disk sheds turns; no record is dropped)
     grammar     a grammar (or a schema's) the engine cannot use: bad_field
     tokens      the turn's max_tokens charged to its user's tokens per minute (rate_limited)
     admission   busy at once when the engine's queue is too long (last: the cheapest refusal to undo)
 Turn chain, streaming phase, around the running turn (outermost first):
     errors      anything raised becomes Finish("error"); the stream always ends with one Finish
+    audit       one record per turn, appended when it ends (written later, off the event loop)
     metrics     time to first token, gaps, turns by reason
     tokens      gives back the reserved tokens the turn did not generate
     admission   gives the turn's place back when it ends
@@ -28,12 +30,14 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from ..admission import Admission
+from ..audit.log import AuditLog
 from ..auth.authenticator import Authenticator
 from ..engine.base import Engine, Event
 from ..limits import Gcra, Limiter
 from ..metrics import Metrics
 from ..settings import Settings
 from .admission import AdmissionFilter
+from .audit import AuditFilter
 from .auth import AuthFilter
 from .base import AdmitFilter, ConnectionFilter, Filter, Handler, Report, TurnContext, no_report
 from .clientip import ClientIpFilter, parse_proxies
@@ -98,6 +102,7 @@ def build_pipeline(
     auth: Authenticator | None = None,
     limiter: Limiter | None = None,
     report: Report = no_report,
+    audit: AuditLog | None = None,
 ) -> Pipeline:
     s = settings
     admission = AdmissionFilter(
@@ -115,13 +120,16 @@ def build_pipeline(
         connection.append(("auth", AuthFilter(auth, report)))
     limits = ConnectionLimits(s.connections_per_ip, s.pending_per_ip, s.frames_per_min, s.frames_per_min_ip)
     connection.append(("limits", LimitsFilter(limits, limiter, report)))
+    audited = [("audit", AuditFilter(audit, s.audit_policy))] if audit is not None else []
     admit: list[tuple[str, AdmitFilter]] = [
+        *audited,
         ("grammar", GrammarFilter(lambda model, grammar: engines[model].grammar_error(grammar))),
         ("tokens", tokens),
         ("admission", admission),
     ]
     streaming: list[tuple[str, Filter]] = [  # outermost first
         ("errors", errors_filter),
+        *audited,
         ("metrics", MetricsFilter(metrics)),
         ("tokens", tokens),
         ("admission", admission),

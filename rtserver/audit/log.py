@@ -1,0 +1,157 @@
+"""The audit log's writer: records appended without waiting, written off the event loop in batches.
+
+``append`` is O(1) and never drops a record: records wait in memory until the writer (a task handing each batch
+to a thread: JSON, hashing, write, one fsync per batch) has them on disk. If the disk is slow and ``capacity``
+records are waiting, ``full`` turns true: new turns are refused with ``busy`` (the admission filter asks) and
+``/readyz`` says degraded, until the backlog drains. ``close`` (SIGTERM) writes everything still waiting.
+
+Files: ``<dir>/<node>-<first seq>.jsonl``, a new one when the current passes ``rotate_bytes``; the chain runs on
+across files. Every ``checkpoint_every`` records (and at close) the head is appended to
+``<dir>/<node>.checkpoints``, so records cut from the end are found by ``verify``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+import structlog
+
+from .chain import Head, seal
+
+log = structlog.get_logger("rtserver.audit")
+
+
+def files(directory: Path, node: str | None = None) -> list[Path]:
+    """The log files in chain order (per node: their names carry the first seq, zero-padded)."""
+    return sorted(directory.glob(f"{node}-*.jsonl" if node else "*-*.jsonl"))
+
+
+class AuditLog:
+    def __init__(
+        self,
+        directory: Path,
+        node: str,
+        *,
+        capacity: int = 10_000,
+        batch: int = 512,
+        checkpoint_every: int = 1000,
+        rotate_bytes: int = 64 << 20,
+        fsync: bool = True,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.dir, self.node = Path(directory), node
+        self.capacity, self.batch, self.checkpoint_every = capacity, batch, checkpoint_every
+        self.rotate_bytes, self.fsync, self.wall = rotate_bytes, fsync, wall
+        self.waiting: deque[tuple[dict[str, Any], dict[str, Any]]] = deque()
+        self.writing = 0  # records taken by the writer and not yet on disk
+        self.written = 0
+        self.head = Head()
+        self._file: IO[bytes] | None = None
+        self._since_checkpoint = 0
+        self._wake = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self.slow_disk: Callable[[], None] | None = None  # benchmarks: a throttled disk, called per batch
+
+    @property
+    def full(self) -> bool:
+        return len(self.waiting) + self.writing >= self.capacity
+
+    def append(self, kind: str, header: dict[str, Any], body: dict[str, Any]) -> None:
+        self.waiting.append(({"at": round(self.wall(), 6), "node": self.node, "kind": kind, **header}, body))
+        self._wake.set()
+
+    # --- the writer -------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self._resume)
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="audit-writer")
+
+    async def close(self) -> None:
+        """Write everything still waiting (SIGTERM), then a checkpoint. The writer ends once nothing waits
+        (it is never cancelled in the middle of a batch: two batches must never be written at once)."""
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        await asyncio.to_thread(self._close_file)
+        log.info("audit_closed", records=self.written, head=self.head.seq)
+
+    async def _run(self) -> None:
+        while True:
+            while self.waiting:
+                await self._write_some()
+            if self._closing:
+                return
+            await self._wake.wait()
+            self._wake.clear()
+
+    async def _write_some(self) -> None:
+        n = min(len(self.waiting), self.batch)
+        items = [self.waiting.popleft() for _ in range(n)]
+        self.writing = n
+        try:
+            await asyncio.to_thread(self._write, items)
+        except OSError as exc:  # the disk failed: the records go back to wait for it, in order
+            self.waiting.extendleft(reversed(items))
+            log.error("audit_write_failed", error=str(exc), waiting=len(self.waiting))
+            await asyncio.sleep(1.0)  # a failing disk is retried once a second, not in a hot loop
+        finally:
+            self.writing = 0
+
+    # --- in the writer's thread -------------------------------------------------------------------------------
+
+    def _resume(self) -> None:
+        """Continue the chain of this node's last file."""
+        existing = files(self.dir, self.node)
+        for path in reversed(existing):  # the newest file may be empty (rotated just before a stop)
+            lines = [x for x in path.read_bytes().splitlines() if x.strip()]
+            if lines:
+                rec = orjson.loads(lines[-1])
+                self.head = Head(int(rec["h"]["seq"]), str(rec["id"]))
+                break
+        self._open(existing[-1] if existing else None)
+
+    def _open(self, path: Path | None) -> None:
+        path = path or self.dir / f"{self.node}-{self.head.seq + 1:012d}.jsonl"
+        self._file = path.open("ab")
+
+    def _write(self, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
+        assert self._file is not None
+        data = b"".join(seal(self.head, h, b) for h, b in items)
+        if self.slow_disk is not None:
+            self.slow_disk()
+        self._file.write(data)
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self.written += len(items)
+        self._since_checkpoint += len(items)
+        if self._since_checkpoint >= self.checkpoint_every:
+            self._checkpoint()
+        if self._file.tell() >= self.rotate_bytes:
+            self._file.close()
+            self._open(None)
+
+    def _checkpoint(self) -> None:
+        self._since_checkpoint = 0
+        with (self.dir / f"{self.node}.checkpoints").open("ab") as f:
+            f.write(orjson.dumps({"seq": self.head.seq, "hash": self.head.hash, "at": self.wall()}) + b"\n")
+            f.flush()
+            if self.fsync:
+                os.fsync(f.fileno())
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            if self._since_checkpoint:
+                self._checkpoint()
+            self._file.close()
+            self._file = None
