@@ -67,20 +67,18 @@ async def test_a_public_bind_creates_a_key_logs_it_once_and_refuses_strangers(st
     assert not [e for e in again.log if e.get("event") == "api_key_created"]  # logged once, ever
 
 
-async def test_a_user_token_minted_by_the_cli_is_accepted(start_server, tmp_path: Path):
-    env = {"RTSERVER_TOKEN_SECRET": "s3cret"}
-    srv = start_server(*SCRIPTED, env=env)
-    minted = subprocess.run(
-        [sys.executable, "-m", "rtserver", "token", "mint", "--user", "ann", "--ttl", "600"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        env={**__import__("os").environ, **env},
-    )
-    async with Client(srv.url, token=minted.stdout.strip()) as c:
+async def test_a_user_token_minted_by_the_cli_is_accepted(start_server, tmp_path: Path, capsys):
+    from rtserver.cli import main
+
+    srv = start_server(*SCRIPTED, env={"RTSERVER_TOKEN_SECRET": "s3cret"})
+    with pytest.raises(SystemExit) as exited:
+        main(["token", "mint", "--user", "ann", "--ttl", "600", "--secret", "s3cret"])
+    assert exited.value.code == 0
+    token = capsys.readouterr().out.strip()
+    async with Client(srv.url, token=token) as c:
         s = await c.open_session()
         assert (await (await s.say("hi")).result()).reason == "stop"
     with pytest.raises(RtClientError) as info:
-        async with Client(srv.url, token=minted.stdout.strip()[:-3] + "abc"):
+        async with Client(srv.url, token=token[:-3] + "abc"):
             pass
     assert info.value.code == "unauthenticated"
