@@ -172,7 +172,10 @@ def validate_client_frame(frame: Any) -> Frame:
             continue
         _checked(f"{kind}.{field}", frame[field], types, frame_id)
     if "params" in frame:
-        frame["params"] = validate_params(frame["params"], frame_id=frame_id)
+        if "params" not in spec:  # a key this frame type does not have: ignored, like any unknown key
+            del frame["params"]
+        else:
+            frame["params"] = validate_params(frame["params"], frame_id=frame_id)
     return frame
 
 
