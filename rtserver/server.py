@@ -28,7 +28,7 @@ from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from . import __version__
+from . import __version__, tracing
 from .audit.events import SecurityEvents
 from .audit.log import AuditLog
 from .auth import setup as auth_setup
@@ -101,6 +101,7 @@ class Server:
             limiter=self.protection.limiter,
             report=self.protection.report,
             audit=self.audit if s.audit else None,
+            tracer=tracing.tracer() if s.tracing else None,
         )
         self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()
         self.manager = SessionManager(

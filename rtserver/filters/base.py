@@ -46,6 +46,9 @@ class TurnContext:
     user: str = ""  # who asked for the turn (the principal's user; "" without auth) and from where
     ip: str = ""
     reserved: int = 0  # generated tokens charged to the user's limit at admission (reconciled at the end)
+    span: Any = None  # the turn's trace span (tracing on)
+    admitted_at: float | None = None
+    after: list[Callable[[], None]] = field(default_factory=list)  # run once turn.end is sent (after the write)
 
 
 @dataclass(eq=False)
@@ -59,6 +62,9 @@ class Client:
     hello: bool = False  # hello was received
     opened: bool = False  # counted by the limits (so closed() uncounts exactly what was counted)
     close: Callable[[int, str], None] | None = None  # set by the transport: close this connection
+    received: float = 0.0  # tracing on: when the frame being carried out arrived (perf_counter)
+    traceparent: str = ""  # tracing on: the W3C traceparent of the frame being carried out
+    traceparent_hello: str = ""
 
 
 #: A security event (auth_failed, rate_limited, origin_refused, ...) for the audit log: kind, client, detail.

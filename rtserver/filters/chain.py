@@ -3,6 +3,7 @@ in the order they run.
 
 Connection chain, at the handshake (first refusal wins), when the socket opens, on each frame before it is
 carried out, and when it closes:
+    trace       (tracing on) when the frame arrived, and the client's traceparent
     upgrade     a plain HTTP request is told this is a WebSocket endpoint (426)
     draining    a draining node refuses new connections (503), and new sessions and turns (shutting_down)
     client_ip   the client's address (X-Forwarded-For only from trusted proxies): every limit below keys on it
@@ -11,11 +12,13 @@ carried out, and when it closes:
     limits      connections and not-yet-hello connections per IP (429 / 1013); frames per minute per user and
                 per IP (rate_limited): after auth, so the user is known
 Turn chain, admission phase, before ``turn.start`` (a refusal is an ``error`` frame; nothing started):
+    trace       (tracing on) the turn's span starts, continuing the client's traceparent
     audit       busy while the audit log's backlog is full (a slow disk sheds turns; no record is dropped)
     grammar     a grammar (or a schema's) the engine cannot use: bad_field
     tokens      the turn's max_tokens charged to its user's tokens per minute (rate_limited)
     admission   busy at once when the engine's queue is too long (last: the cheapest refusal to undo)
 Turn chain, streaming phase, around the running turn (outermost first):
+    trace       (tracing on) the phases' spans, made from the turn's timings when it ends
     errors      anything raised becomes Finish("error"); the stream always ends with one Finish
     audit       one record per turn, appended when it ends (written later, off the event loop)
     metrics     time to first token, gaps, turns by reason
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ..admission import Admission
 from ..audit.log import AuditLog
@@ -48,6 +52,7 @@ from .limits import ConnectionLimits, LimitsFilter
 from .metrics import MetricsFilter
 from .origin import OriginFilter, parse_origins
 from .tokens import TokensFilter
+from .trace import TraceConnectionFilter, TraceFilter
 from .upgrade import UpgradeFilter
 
 
@@ -103,6 +108,7 @@ def build_pipeline(
     limiter: Limiter | None = None,
     report: Report = no_report,
     audit: AuditLog | None = None,
+    tracer: Any = None,
 ) -> Pipeline:
     s = settings
     admission = AdmissionFilter(
@@ -121,13 +127,18 @@ def build_pipeline(
     limits = ConnectionLimits(s.connections_per_ip, s.pending_per_ip, s.frames_per_min, s.frames_per_min_ip)
     connection.append(("limits", LimitsFilter(limits, limiter, report)))
     audited = [("audit", AuditFilter(audit, s.audit_policy))] if audit is not None else []
+    traced = [("trace", TraceFilter(tracer))] if tracer is not None else []
+    if tracer is not None:
+        connection.insert(0, ("trace", TraceConnectionFilter()))
     admit: list[tuple[str, AdmitFilter]] = [
+        *traced,
         *audited,
         ("grammar", GrammarFilter(lambda model, grammar: engines[model].grammar_error(grammar))),
         ("tokens", tokens),
         ("admission", admission),
     ]
     streaming: list[tuple[str, Filter]] = [  # outermost first
+        *traced,
         ("errors", errors_filter),
         *audited,
         ("metrics", MetricsFilter(metrics)),

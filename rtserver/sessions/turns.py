@@ -201,6 +201,8 @@ class Turns:
             parsed=parses(text.decode()) if turn.structured else None,
         )
         s.emit(frame, self.m.wall())
+        for after in ctx.after:  # (tracing: the durable write's span ends with turn.end)
+            after()
         log.info(
             "turn", sid=s.sid, tid=node.tid, kind=node.kind, reason=reason, code=code or None, **node.usage, **timings
         )
