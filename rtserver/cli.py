@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 
-from . import __version__
+from . import __version__, privacy
 from .audit import cli as audit_cli
 from .auth import cli as auth_cli
 from .errors import ConfigError
@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("dir", metavar="DIR", help=f"the server's --data-dir (default {d.data_dir})", nargs="?")
     auth_cli.add_parsers(sub, d.data_dir)
     audit_cli.add_parsers(sub, d.data_dir)
+    privacy.add_parsers(sub, d.data_dir)
     return p
 
 
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(auth_cli.run(args))
     if args.command == "audit":
         sys.exit(audit_cli.run(args))
+    if args.command == "sessions":
+        sys.exit(privacy.run(args))
     if args.command == "journal":
         from pathlib import Path
 

@@ -55,6 +55,7 @@ class Host(Protocol):
     pipeline: Pipeline
 
     def welcome(self) -> F.Frame: ...
+    async def erased(self, sid: str) -> None: ...
 
 
 WRITES = (C.Turn, C.Cancel, C.Rollback, C.Update, C.Close)
@@ -308,6 +309,8 @@ class Connection:
             await h.close()
             self.handles.pop(h.sid, None)
             self.core.detached(h.sid)
+            if isinstance(a, C.Delete):
+                await self.host.erased(h.sid)
 
     async def _handle(self, a: C.SessionAction) -> SessionHandle:
         h = self.handles.get(a.sid)

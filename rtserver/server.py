@@ -144,6 +144,11 @@ class Server:
         }
         return F.welcome(f"rtserver/{__version__}", self.node_id, limits, s.heartbeat, sorted(self.engines))
 
+    async def erased(self, sid: str) -> None:
+        """``session.delete``: the session is gone from the store; its audit bodies go too."""
+        if self.settings.audit:
+            await self.audit.erase(sids={sid})
+
     # --- HTTP on the same port --------------------------------------------------------------------------------
 
     def _http(self, conn: ServerConnection, request: Request) -> Response | None:

@@ -102,6 +102,11 @@ class Close(SessionAction):
     pass
 
 
+@dataclass
+class Delete(Close):
+    """``session.delete``: close, and erase what the server keeps of it (frame log, audit bodies)."""
+
+
 class ConnectionCore:
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
@@ -152,6 +157,8 @@ class ConnectionCore:
             return Rollback(fid, sid, attach, frame["tid"])
         if kind == "session.update":
             return Update(fid, sid, attach, frame.get("persona"), params)
+        if kind == "session.delete":
+            return Delete(fid, sid, attach)
         assert kind == "session.close", kind
         return Close(fid, sid, attach)
 

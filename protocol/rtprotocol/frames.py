@@ -75,6 +75,7 @@ CLIENT_FRAMES: Final[dict[str, _Spec]] = {
     "rollback": {**_OPT_SID, "tid": ((int,), True)},
     "session.update": {**_OPT_SID, "persona": ((str,), False), **_PARAMS},
     "session.close": _OPT_SID,
+    "session.delete": _OPT_SID,
     "ping": {"ts": (_NUM, False)},
 }
 

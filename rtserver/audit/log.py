@@ -24,6 +24,7 @@ import orjson
 import structlog
 
 from .chain import Head, seal
+from .erase import erase_file, node_lock
 
 log = structlog.get_logger("rtserver.audit")
 
@@ -57,6 +58,8 @@ class AuditLog:
         self._since_checkpoint = 0
         self._wake = asyncio.Event()
         self._closing = False
+        self._erasing = asyncio.Lock()  # an erase and a batch never touch the files at once
+        self._lock: Any = None
         self._task: asyncio.Task[None] | None = None
         self.slow_disk: Callable[[], None] | None = None  # benchmarks: a throttled disk, called per batch
 
@@ -85,10 +88,28 @@ class AuditLog:
         await asyncio.to_thread(self._close_file)
         log.info("audit_closed", records=self.written, head=self.head.seq)
 
+    async def erase(self, *, sids: set[str] | None = None, users: set[str] | None = None) -> int:
+        """Erase the bodies of these sessions' or users' records, between the writer's batches."""
+        async with self._erasing:
+            return await asyncio.to_thread(self._erase, sids or set(), users or set())
+
+    def _erase(self, sids: set[str], users: set[str]) -> int:
+        n = 0
+        if self._file is not None:
+            self._file.close()
+        for path in files(self.dir, self.node):
+            n += erase_file(path, sids, users)
+        current = files(self.dir, self.node)
+        self._file = current[-1].open("ab") if current else None
+        if self._file is None:
+            self._open(None)
+        return n
+
     async def _run(self) -> None:
         while True:
             while self.waiting:
-                await self._write_some()
+                async with self._erasing:
+                    await self._write_some()
             if self._closing:
                 return
             await self._wake.wait()
@@ -110,7 +131,9 @@ class AuditLog:
     # --- in the writer's thread -------------------------------------------------------------------------------
 
     def _resume(self) -> None:
-        """Continue the chain of this node's last file."""
+        """Take the node's lock (another process erasing waits for it) and continue the chain of its last file."""
+        self._lock = node_lock(self.dir, self.node, wait=True)
+        self._lock.__enter__()
         existing = files(self.dir, self.node)
         for path in reversed(existing):  # the newest file may be empty (rotated just before a stop)
             lines = [x for x in path.read_bytes().splitlines() if x.strip()]
@@ -155,3 +178,6 @@ class AuditLog:
                 self._checkpoint()
             self._file.close()
             self._file = None
+        if self._lock is not None:
+            self._lock.__exit__(None, None, None)
+            self._lock = None
