@@ -15,6 +15,7 @@ from rtprotocol import errors as E
 from .auth import Authenticator
 from .filters.base import Client, Report
 from .limits import Gcra, Limiter, SharedLimiter
+from .memory import MemoryGauge
 from .settings import Settings
 
 log = structlog.get_logger("rtserver.protection")
@@ -33,6 +34,7 @@ class Protection:
         self.redis = redis
         self.limiter = Limiter(local, shared)
         self.sinks: list[Report] = []  # the audit log adds itself
+        self.memory = MemoryGauge(settings.max_memory_mb)
         self._watch: asyncio.Task[None] | None = None
 
     def report(self, kind: str, client: Client, detail: str) -> None:
@@ -70,6 +72,7 @@ class Protection:
         keys revoked since: a revocation takes effect within a second."""
         while True:
             await asyncio.sleep(REVOKE_CHECK_S)
+            self.memory.sample()
             try:
                 revoked = self.auth.keys.load()
             except (OSError, ValueError) as exc:

@@ -102,6 +102,7 @@ class Server:
             report=self.protection.report,
             audit=self.audit if s.audit else None,
             tracer=tracing.tracer() if s.tracing else None,
+            pressure=self.protection.memory,
         )
         self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()
         self.manager = SessionManager(

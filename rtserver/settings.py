@@ -78,6 +78,7 @@ class Settings:
     frames_per_min_ip: float = 6000.0  # per client address
     tokens_per_min: float = 20000.0  # generated tokens per user, reserved from max_tokens at a turn's start
     limits_fail: str = "open"  # Redis unreachable: open (this node's own limits) | closed (refuse)
+    max_memory_mb: int = 0  # resident memory at which the node sheds (background turns from 90 %); 0 = off
     tracing: bool = False  # OpenTelemetry traces, one per turn (exporter: OTEL_EXPORTER_OTLP_*; pip install .[otel])
     audit: bool = True  # one record per turn and per security event, hash-chained, in <data_dir>/audit
     audit_policy: str = "hash"  # what is kept of texts: full | redacted | hash | none

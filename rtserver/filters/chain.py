@@ -11,12 +11,13 @@ carried out, and when it closes:
     auth        the credential (Authorization header, or hello.token): 401/403, or 4001/4003 after hello
     limits      connections and not-yet-hello connections per IP (429 / 1013); frames per minute per user and
                 per IP (rate_limited): after auth, so the user is known
+    shed        a new session gets busy while the admission sheds (queue full, memory short)
 Turn chain, admission phase, before ``turn.start`` (a refusal is an ``error`` frame; nothing started):
     trace       (tracing on) the turn's span starts, continuing the client's traceparent
     audit       busy while the audit log's backlog is full (a slow disk sheds turns; no record is dropped)
     grammar     a grammar (or a schema's) the engine cannot use: bad_field
     tokens      the turn's max_tokens charged to its user's tokens per minute (rate_limited)
-    admission   busy at once when the engine's queue is too long (last: the cheapest refusal to undo)
+    admission   busy at once when the engine's queue is too long, or memory is short (lowest priority first)
 Turn chain, streaming phase, around the running turn (outermost first):
     trace       (tracing on) the phases' spans, made from the turn's timings when it ends
     errors      anything raised becomes Finish("error"); the stream always ends with one Finish
@@ -33,7 +34,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..admission import Admission
+from ..admission import Admission, no_pressure
 from ..audit.log import AuditLog
 from ..auth.authenticator import Authenticator
 from ..engine.base import Engine, Event
@@ -51,6 +52,7 @@ from .grammar import GrammarFilter
 from .limits import ConnectionLimits, LimitsFilter
 from .metrics import MetricsFilter
 from .origin import OriginFilter, parse_origins
+from .shed import ShedFilter
 from .tokens import TokensFilter
 from .trace import TraceConnectionFilter, TraceFilter
 from .upgrade import UpgradeFilter
@@ -109,11 +111,14 @@ def build_pipeline(
     report: Report = no_report,
     audit: AuditLog | None = None,
     tracer: Any = None,
+    pressure: Callable[[], float] = no_pressure,
 ) -> Pipeline:
     s = settings
-    admission = AdmissionFilter(
-        {name: Admission(e.capacity, s.max_queued_turns, s.max_queue_wait) for name, e in engines.items()}
-    )
+    per_model = {
+        name: Admission(e.capacity, s.max_queued_turns, s.max_queue_wait, pressure=pressure)
+        for name, e in engines.items()
+    }
+    admission = AdmissionFilter(per_model)
     limiter = limiter or Limiter(Gcra())
     tokens = TokensFilter(s.tokens_per_min, limiter, report)
     connection: list[tuple[str, ConnectionFilter]] = [
@@ -126,6 +131,7 @@ def build_pipeline(
         connection.append(("auth", AuthFilter(auth, report)))
     limits = ConnectionLimits(s.connections_per_ip, s.pending_per_ip, s.frames_per_min, s.frames_per_min_ip)
     connection.append(("limits", LimitsFilter(limits, limiter, report)))
+    connection.append(("shed", ShedFilter(per_model)))
     audited = [("audit", AuditFilter(audit, s.audit_policy))] if audit is not None else []
     traced = [("trace", TraceFilter(tracer))] if tracer is not None else []
     if tracer is not None:

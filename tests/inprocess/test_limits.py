@@ -141,3 +141,18 @@ async def test_tokens_are_reserved_at_the_start_and_given_back_at_the_end(serve)
     await r.send({"t": "say", "sid": a, "text": "more", "params": {"max_tokens": 150 - 2 * used}, "id": "z"})
     f, _ = await r.until("turn.start")  # exactly what is left of the minute still fits
     assert f["id"] == "z"
+
+
+async def test_under_overload_new_sessions_get_busy_and_the_players_line_still_runs(serve):
+    srv = await serve(slots=1, max_queued_turns=0)
+    r = await Raw.connect(srv.url)
+    chatter, player = (await r.open())["sid"], (await r.open())["sid"]
+    await r.send({"t": "say", "sid": chatter, "text": "background", "params": {"priority": -1}})
+    await r.until("turn.start")
+    await srv.engine.until_running(1)
+    await r.send({"t": "session.open", "id": "new"})
+    f = await r.recv()
+    assert (f["code"], f["id"]) == ("busy", "new") and f["retry_after"] > 0
+    await r.send({"t": "say", "sid": player, "text": "the player's line", "params": {"priority": 5}, "id": "p"})
+    start, _ = await r.until("turn.start")
+    assert start["id"] == "p"  # admitted: nothing of its priority is ahead of it

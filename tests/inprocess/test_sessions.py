@@ -108,6 +108,7 @@ def test_the_filters_run_in_the_documented_order():
         "connection:client_ip",
         "connection:origin",
         "connection:limits",
+        "connection:shed",
         "admit:grammar",
         "admit:tokens",
         "admit:admission",
