@@ -147,7 +147,7 @@ async def test_under_overload_new_sessions_get_busy_and_the_players_line_still_r
     srv = await serve(slots=1, max_queued_turns=0)
     r = await Raw.connect(srv.url)
     chatter, player = (await r.open())["sid"], (await r.open())["sid"]
-    await r.send({"t": "say", "sid": chatter, "text": "background", "params": {"priority": -1}})
+    await r.send({"t": "say", "sid": chatter, "text": "chatter"})
     await r.until("turn.start")
     await srv.engine.until_running(1)
     await r.send({"t": "session.open", "id": "new"})
