@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import orjson
 import structlog
 from rtprotocol import errors as E
 
@@ -56,6 +57,18 @@ class Protection:
         except Exception:  # noqa: BLE001 - any refusal of the credential is a refusal of the request
             return False
 
+    async def _shared_keys(self) -> set[str]:
+        """With Redis: the keys every node shares (``rtserver keys ... --redis``), so a revocation reaches every
+        node within a second. Redis down: the node goes on with the keys it has."""
+        if self.redis is None:
+            return set()
+        try:
+            async with asyncio.timeout(self.settings.redis_timeout):
+                shared = await self.redis.hgetall(KEYS_HASH)
+        except Exception:  # noqa: BLE001 - an outage: try again at the next look
+            return set()
+        return self.auth.keys.merge({k.decode(): orjson.loads(v) for k, v in shared.items()})
+
     async def start(self, clients: Callable[[], Iterable[Client]]) -> None:
         self._watch = asyncio.get_running_loop().create_task(self._revocations(clients))
 
@@ -74,7 +87,7 @@ class Protection:
             await asyncio.sleep(REVOKE_CHECK_S)
             self.memory.sample()
             try:
-                revoked = self.auth.keys.load()
+                revoked = self.auth.keys.load() | await self._shared_keys()
             except (OSError, ValueError) as exc:
                 log.warning("keys_unreadable", error=str(exc))
                 continue
@@ -86,6 +99,7 @@ class Protection:
                     c.close(E.CLOSE_FORBIDDEN, "this API key was revoked")
 
 
+KEYS_HASH = "rt:keys"  # id -> the key's record (salted hash, never the key), written by `rtserver keys --redis`
 REVOKE_CHECK_S = 0.25  # the key file's mtime is looked at this often; it is re-read only when it changed
 
 

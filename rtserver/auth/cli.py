@@ -24,6 +24,8 @@ def add_parsers(sub: argparse._SubParsersAction, data_dir: str) -> None:  # type
             p.add_argument("--name", default="", help="what the key is for")
         if name == "revoke":
             p.add_argument("id", help="the key's id (from `keys list`, or the part after rtk_)")
+        if name != "list":
+            p.add_argument("--redis", metavar="URL", help="also share it with every node of this Redis (rt:keys)")
     t = sub.add_parser("token", help="signed user tokens (JWT HS256), for testing: app backends mint their own")
     tsub = t.add_subparsers(dest="token_command", metavar="ACTION", required=True)
     m = tsub.add_parser("mint", help="print a token for a user")
@@ -41,15 +43,31 @@ def run(args: argparse.Namespace) -> int:
         return _mint(args)
     keys = KeyStore(Path(args.data_dir))
     if args.keys_command == "create":
-        print(keys.create(args.name))
+        key = keys.create(args.name)
+        kid = key.split("_")[1]
+        print(key)
         print("keep it: only its salted hash is stored", file=sys.stderr)
     elif args.keys_command == "list":
         for r in keys.records.values():
             print(json.dumps({k: r[k] for k in ("id", "name", "created", "revoked")}))
-    elif not keys.revoke(args.id.removeprefix("rtk_").split("_")[0]):
-        print(f"no active key {args.id}", file=sys.stderr)
-        return 1
+        return 0
+    else:
+        kid = args.id.removeprefix("rtk_").split("_")[0]
+        if not keys.revoke(kid):
+            print(f"no active key {args.id}", file=sys.stderr)
+            return 1
+    if args.redis:
+        _share(args.redis, kid, keys.record(kid))
     return 0
+
+
+def _share(url: str, kid: str, record: object) -> None:
+    import redis
+
+    from ..protection import KEYS_HASH
+
+    with redis.Redis.from_url(url, socket_timeout=5) as r:
+        r.hset(KEYS_HASH, kid, json.dumps(record))
 
 
 def _split(value: str | None) -> list[str]:

@@ -40,6 +40,7 @@ class KeyStore:
         self.path = Path(data_dir) / FILE
         self.clock = clock
         self.records: dict[str, dict[str, Any]] = {}
+        self.shared: dict[str, dict[str, Any]] = {}  # the records in Redis (``merge``)
         self._mtime: float | None = None
         self.load()
 
@@ -56,8 +57,24 @@ class KeyStore:
             return set()
         before = {k for k, r in self.records.items() if not r.get("revoked")}
         self.records = {r["id"]: r for r in json.loads(self.path.read_text() or "[]")}
+        for kid, r in self.shared.items():  # what Redis shares stays known across a re-read of the file
+            if kid not in self.records or r.get("revoked"):
+                self.records[kid] = r
         self._mtime = mtime
         return {k for k in before if self.records.get(k, {"revoked": True}).get("revoked")}
+
+    def merge(self, shared: dict[str, dict[str, Any]]) -> set[str]:
+        """Take the key records kept in Redis (every node's view of ``keys create|revoke --redis``); return the
+        ids revoked by them since the last look."""
+        revoked = set()
+        self.shared = shared
+        for kid, r in shared.items():
+            mine = self.records.get(kid)
+            if r.get("revoked") and (mine is None or not mine.get("revoked")):
+                revoked.add(kid)
+            if mine is None or r.get("revoked"):
+                self.records[kid] = r
+        return revoked
 
     @property
     def active(self) -> list[dict[str, Any]]:
@@ -80,6 +97,9 @@ class KeyStore:
         return kid
 
     # --- writing (the CLI, and the first start of an unconfigured public server) ------------------------------
+
+    def record(self, kid: str) -> dict[str, Any] | None:
+        return self.records.get(kid)
 
     def create(self, name: str) -> str:
         self.load()

@@ -196,3 +196,21 @@ async def test_metrics_can_be_put_behind_the_key(serve, tmp_path: Path):
     req = urllib.request.Request(srv.http + "/metrics", headers={"Authorization": f"Bearer {key}"})
     body = await asyncio.to_thread(lambda: urllib.request.urlopen(req, timeout=HANG).read())
     assert b"rtserver" in body
+
+
+async def test_with_redis_a_key_made_on_another_node_works_here_and_its_revocation_closes_it(
+    serve, tmp_path: Path, redis_server
+):
+    from rtserver.auth.cli import _share
+
+    srv = await serve(auth="on", redis_url=redis_server.url)
+    elsewhere = KeyStore(tmp_path / "other-node")  # `rtserver keys create --redis URL` on another node
+    key = elsewhere.create("shared")
+    kid = key.split("_")[1]
+    await asyncio.to_thread(_share, redis_server.url, kid, elsewhere.record(kid))
+    await srv.server.protection._shared_keys()  # the watch's next look, now
+    live, reply = await hello(srv.url, key)
+    assert reply["t"] == "welcome"
+    elsewhere.revoke(kid)
+    await asyncio.to_thread(_share, redis_server.url, kid, elsewhere.record(kid))
+    assert await closed_with(live) == 4003  # within the watch's period
