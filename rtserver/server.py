@@ -90,6 +90,12 @@ class Server:
         self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
         self.protection = Protection(s, auth_setup(s.auth, s.host, Path(s.data_dir), s.token_secret))
         self.audit = AuditLog(Path(s.data_dir) / "audit", self.node_id, capacity=s.audit_buffer, fsync=s.fsync)
+        if s.redis_url and s.audit:
+            import redis
+
+            self.audit.redis = redis.Redis.from_url(
+                s.redis_url, socket_timeout=s.redis_timeout, socket_connect_timeout=s.redis_timeout
+            )
         if s.audit:
             self.protection.sinks.append(SecurityEvents(self.audit))
         self.pipeline = build_pipeline(
@@ -276,6 +282,8 @@ class Server:
         await self.manager.park_all()
         if s.audit:
             await self.audit.close()  # every record still waiting is written before the process ends
+            if self.audit.redis is not None:
+                self.audit.redis.close()
         await self.store.close()
         for engine in self.engines.values():
             await engine.close()

@@ -27,6 +27,8 @@ def add_parsers(sub: argparse._SubParsersAction, data_dir: str) -> None:  # type
         p.add_argument("--data-dir", default=data_dir, help=f"the server's --data-dir (default {data_dir})")
         if name == "tail":
             p.add_argument("-n", type=int, default=20, help="how many (default 20)")
+        if name == "verify":
+            p.add_argument("--redis", metavar="URL", help="also check against the checkpoints kept in Redis")
         if name == "query":
             p.add_argument("--session", help="session id")
             p.add_argument("--user", help="user id")
@@ -53,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     directory = Path(args.data_dir) / "audit"
     out = sys.stdout.buffer
     if args.audit_command == "verify":
-        return _verify(directory)
+        return _verify(directory, args.redis)
     if args.audit_command == "tail":
         for rec in deque(records(directory), maxlen=args.n):
             out.write(orjson.dumps(rec) + b"\n")
@@ -73,15 +75,24 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _verify(directory: Path) -> int:
+def _verify(directory: Path, redis_url: str | None = None) -> int:
     bad = 0
+    shared = _redis_heads(redis_url) if redis_url else {}
     for node, paths in sorted(nodes(directory).items()):
         lines = [line for p in paths for line in p.read_bytes().splitlines() if line.strip()]
         cp_file = directory / f"{node}.checkpoints"
         checkpoints = [orjson.loads(x) for x in cp_file.read_bytes().splitlines()] if cp_file.exists() else []
+        checkpoints += [shared[node]] if node in shared else []
         head, problems = verify(lines, checkpoints)
         for p in problems:
             print(f"{node}: line {p.line}: {p.what}" if p.line else f"{node}: {p.what}")
         print(f"{node}: {head.seq} records, {'INTACT' if not problems else f'{len(problems)} problems'}")
         bad += len(problems)
     return 1 if bad else 0
+
+
+def _redis_heads(url: str) -> dict[str, dict[str, Any]]:
+    import redis
+
+    with redis.Redis.from_url(url, socket_timeout=5) as r:
+        return {k.decode().rsplit(":", 1)[1]: orjson.loads(r.get(k)) for k in r.scan_iter("rt:audit:head:*")}

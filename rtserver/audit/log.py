@@ -8,6 +8,11 @@ records are waiting, ``full`` turns true: new turns are refused with ``busy`` (t
 Files: ``<dir>/<node>-<first seq>.jsonl``, a new one when the current passes ``rotate_bytes``; the chain runs on
 across files. Every ``checkpoint_every`` records (and at close) the head is appended to
 ``<dir>/<node>.checkpoints``, so records cut from the end are found by ``verify``.
+
+Clustered (``redis``: a synchronous client, used only from the writer's thread), each batch is also added to the
+stream ``rt:audit:<node>`` for collection and each checkpoint set as ``rt:audit:head:<node>``: a copy kept off
+the node, which the node cannot quietly rewrite. Redis failing never holds the log up: the copy is skipped for
+a few seconds (counted in ``not_copied``) and the records stay on disk.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from .chain import Head, seal
 from .erase import erase_file, node_lock
 
 log = structlog.get_logger("rtserver.audit")
+STREAM_MAX = 1_000_000  # records kept in a node's Redis stream (collectors read it well before that)
 
 
 def files(directory: Path, node: str | None = None) -> list[Path]:
@@ -62,6 +68,9 @@ class AuditLog:
         self._lock: Any = None
         self._task: asyncio.Task[None] | None = None
         self.slow_disk: Callable[[], None] | None = None  # benchmarks: a throttled disk, called per batch
+        self.redis: Any = None
+        self.not_copied = 0
+        self._redis_down_until = 0.0
 
     @property
     def full(self) -> bool:
@@ -149,7 +158,8 @@ class AuditLog:
 
     def _write(self, items: list[tuple[dict[str, Any], dict[str, Any]]]) -> None:
         assert self._file is not None
-        data = b"".join(seal(self.head, h, b) for h, b in items)
+        lines = [seal(self.head, h, b) for h, b in items]
+        data = b"".join(lines)
         if self.slow_disk is not None:
             self.slow_disk()
         self._file.write(data)
@@ -157,6 +167,7 @@ class AuditLog:
         if self.fsync:
             os.fsync(self._file.fileno())
         self.written += len(items)
+        self._copy(lambda r: [r.xadd(f"rt:audit:{self.node}", {"r": x.rstrip()}, maxlen=STREAM_MAX) for x in lines])
         self._since_checkpoint += len(items)
         if self._since_checkpoint >= self.checkpoint_every:
             self._checkpoint()
@@ -166,11 +177,28 @@ class AuditLog:
 
     def _checkpoint(self) -> None:
         self._since_checkpoint = 0
+        cp = orjson.dumps({"seq": self.head.seq, "hash": self.head.hash, "at": self.wall()})
         with (self.dir / f"{self.node}.checkpoints").open("ab") as f:
-            f.write(orjson.dumps({"seq": self.head.seq, "hash": self.head.hash, "at": self.wall()}) + b"\n")
+            f.write(cp + b"\n")
             f.flush()
             if self.fsync:
                 os.fsync(f.fileno())
+        self._copy(lambda r: [r.set(f"rt:audit:head:{self.node}", cp)])
+
+    def _copy(self, commands: Callable[[Any], object]) -> None:
+        """The clustered copy, in one pipeline; skipped (and counted) while Redis fails."""
+        if self.redis is None or time.monotonic() < self._redis_down_until:
+            if self.redis is not None:
+                self.not_copied += 1
+            return
+        try:
+            pipe = self.redis.pipeline(transaction=False)
+            commands(pipe)
+            pipe.execute()
+        except Exception as exc:  # noqa: BLE001 - any Redis failure: the log goes on without its copy
+            self._redis_down_until = time.monotonic() + 5.0
+            self.not_copied += 1
+            log.warning("audit_copy_failed", error=type(exc).__name__)
 
     def _close_file(self) -> None:
         if self._file is not None:
