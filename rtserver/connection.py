@@ -36,6 +36,7 @@ from websockets.protocol import State
 from .errors import ClientError, Refused, RtError, to_error_frame
 from .filters import Pipeline
 from .filters.base import ANONYMOUS, CLIENT, Client
+from .limits.sessions import UserSessions
 from .metrics import Metrics
 from .sessions.handle import SessionHandle, Sessions
 from .settings import Settings
@@ -53,6 +54,7 @@ class Host(Protocol):
     metrics: Metrics
     sessions: Sessions
     pipeline: Pipeline
+    user_sessions: UserSessions
 
     def welcome(self) -> F.Frame: ...
     async def erased(self, sid: str) -> None: ...
@@ -210,6 +212,7 @@ class Connection:
                 self._hello_timer.cancel()
             for h in self.handles.values():
                 h.detach(self)
+                self.host.user_sessions.closed(self._quota_user)
             if self._writer_task is not None:
                 self._writer_task.cancel()
             for f in self.host.pipeline.connection:
@@ -256,15 +259,18 @@ class Connection:
                 self._hello_timer = None
             self.send(self.host.welcome())
         elif isinstance(a, C.Open):
+            self._room_for_user(None)
             h = await sessions.open(a.persona, a.params, a.model, self.user)
             self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
             self._attach(h)
         elif isinstance(a, C.Attach):
+            self._room_for_user(a.sid)
             h = await sessions.get(a.sid)
             self._may_attach(h, read_only=a.mode == "ro")
             self.send(h.frame(a.frame_id, snapshot=True))
             self._attach(h)
         elif isinstance(a, C.Resume):
+            self._room_for_user(a.sid)
             h = await sessions.get(a.sid)
             self._may_attach(h, read_only=False)
             reply, missed = h.resume(a.epoch, a.last_seq, a.frame_id)
@@ -307,7 +313,7 @@ class Connection:
             await h.update(a.persona, a.params)
         elif isinstance(a, C.Close):
             await h.close()
-            self.handles.pop(h.sid, None)
+            self._forget(h.sid)
             self.core.detached(h.sid)
             if isinstance(a, C.Delete):
                 await self.host.erased(h.sid)
@@ -316,8 +322,9 @@ class Connection:
         h = self.handles.get(a.sid)
         if h is not None and h.alive:
             return h
-        self.handles.pop(a.sid, None)  # closed by another client meanwhile: forget it
+        self._forget(a.sid)  # closed by another client meanwhile: forget it
         self.core.detached(a.sid)
+        self._room_for_user(a.sid)
         h = await self.host.sessions.get(a.sid)  # not attached here: attach, as session.open with sid would
         self._may_attach(h, read_only=False)
         if a.sid in self.read_only and isinstance(a, WRITES):
@@ -326,6 +333,22 @@ class Connection:
         return h
 
     def _attach(self, h: SessionHandle) -> None:
+        if h.sid not in self.handles:
+            self.host.user_sessions.opened(self._quota_user)
         self.handles[h.sid] = h
         self.core.attached_to(h.sid)
         h.attach(self)
+
+    def _forget(self, sid: str) -> None:
+        if self.handles.pop(sid, None) is not None:
+            self.host.user_sessions.closed(self._quota_user)
+
+    @property
+    def _quota_user(self) -> str:
+        """The user whose open sessions are counted: players (user tokens) only."""
+        p = self.client.principal
+        return p.user if p is not None and p.kind == "token" else ""
+
+    def _room_for_user(self, sid: str | None) -> None:
+        if sid is None or sid not in self.handles:
+            self.host.user_sessions.check(self._quota_user)

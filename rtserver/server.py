@@ -37,6 +37,7 @@ from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
 from .filters import build_pipeline
 from .filters.base import Client
+from .limits.sessions import UserSessions
 from .maintenance import Maintenance
 from .metrics import Metrics
 from .protection import Protection
@@ -110,6 +111,7 @@ class Server:
             tracer=tracing.tracer() if s.tracing else None,
             pressure=self.protection.memory,
         )
+        self.user_sessions = UserSessions(s.sessions_per_user)
         self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()
         self.manager = SessionManager(
             self.store,

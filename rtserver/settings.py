@@ -77,6 +77,7 @@ class Settings:
     frames_per_min: float = 1200.0  # per user; 0: no limit (shared by the nodes with --redis)
     frames_per_min_ip: float = 6000.0  # per client address
     tokens_per_min: float = 20000.0  # generated tokens per user, reserved from max_tokens at a turn's start
+    sessions_per_user: int = 64  # sessions a player (user token) holds open at once, per node; 0: no limit
     limits_fail: str = "open"  # Redis unreachable: open (this node's own limits) | closed (refuse)
     max_memory_mb: int = 0  # resident memory at which the node sheds (background turns from 90 %); 0 = off
     tracing: bool = False  # OpenTelemetry traces, one per turn (exporter: OTEL_EXPORTER_OTLP_*; pip install .[otel])
@@ -216,6 +217,7 @@ def _validate(s: Settings) -> None:
         "frames_per_min",
         "frames_per_min_ip",
         "tokens_per_min",
+        "sessions_per_user",
     ):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")
     if s.engine == "llama":

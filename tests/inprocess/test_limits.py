@@ -156,3 +156,27 @@ async def test_under_overload_new_sessions_get_busy_and_the_players_line_still_r
     await r.send({"t": "say", "sid": player, "text": "the player's line", "params": {"priority": 5}, "id": "p"})
     start, _ = await r.until("turn.start")
     assert start["id"] == "p"  # admitted: nothing of its priority is ahead of it
+
+
+async def test_a_player_holds_at_most_sessions_per_user_across_connections(serve):
+    srv = await serve(auth="on", token_secret=SECRET, sessions_per_user=3)
+    tok = mint(SECRET, "ann", 600, now=time.time())
+    conns = []
+    for _ in range(2):
+        r = await Raw.connect(srv.url, hello=False)
+        await r.send({"t": "hello", "token": tok})
+        await r.recv()
+        conns.append(r)
+    a, b = conns
+    s1 = (await a.open())["sid"]
+    await a.open()
+    await b.open()
+    await b.send({"t": "session.open", "id": "4th"})
+    f = await b.recv()
+    assert (f["code"], f["id"]) == ("too_many_sessions", "4th")
+    await a.send({"t": "session.close", "sid": s1})
+    await a.until("session.closed")
+    assert (await b.open())["t"] == "session"  # a place came free
+    await a.close()
+    await srv.logs.wait("connection")
+    assert srv.server.user_sessions.open["ann"] == 2  # a's other session left with its connection
