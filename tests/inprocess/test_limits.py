@@ -180,3 +180,21 @@ async def test_a_player_holds_at_most_sessions_per_user_across_connections(serve
     await a.close()
     await srv.logs.wait("connection")
     assert srv.server.user_sessions.open["ann"] == 2  # a's other session left with its connection
+
+
+@pytest.mark.parametrize("policy", ["open", "closed"])
+async def test_redis_stopped_the_policy_decides_and_nothing_hangs(serve, redis_server, policy):
+    srv = await serve(redis_url=redis_server.url, limits_fail=policy, redis_timeout=0.2)
+    r = await Raw.connect(srv.url)
+    await r.send({"t": "ping", "id": 1})
+    assert (await r.recv())["t"] == "pong"  # decided in Redis
+    redis_server.stop()
+    for i in range(5):  # the first waits at most redis_timeout; the rest do not ask Redis for a second
+        await r.send({"t": "ping", "id": i})
+        f = await r.recv()
+        if policy == "open":
+            assert f["t"] == "pong"  # the node's own limits
+        else:
+            assert (f["code"], f["retry_after"]) == ("rate_limited", 1.0)
+    assert r.ws.close_code is None
+    assert srv.server.protection.limiter.shared.failures == 1
