@@ -113,7 +113,7 @@ async def test_origin_not_on_the_allow_list_is_refused_at_the_handshake(serve, t
 
 
 async def test_a_session_belongs_to_its_user(serve, tmp_path: Path):
-    srv, _ = await protected(serve, tmp_path / "data")
+    srv, key = await protected(serve, tmp_path / "data")
     ann, _ = await hello(srv.url, token("ann"))
     s = await ann.open()
     sid = s["sid"]
@@ -131,6 +131,8 @@ async def test_a_session_belongs_to_its_user(serve, tmp_path: Path):
         assert (reply["t"], reply["code"]) == ("error", "forbidden"), frame
     ann2, _ = await hello(srv.url, token("ann"))  # the same user on another device may
     assert (await ann2.open(sid=sid))["sid"] == sid
+    backend, _ = await hello(srv.url, key)  # and a trusted backend's API key may
+    assert (await backend.open(sid=sid))["sid"] == sid
 
 
 async def test_a_spectator_grant_is_read_only(serve, tmp_path: Path):
