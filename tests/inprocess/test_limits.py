@@ -198,3 +198,17 @@ async def test_redis_stopped_the_policy_decides_and_nothing_hangs(serve, redis_s
             assert (f["code"], f["retry_after"]) == ("rate_limited", 1.0)
     assert r.ws.close_code is None
     assert srv.server.protection.limiter.shared.failures == 1
+
+
+async def test_a_backends_api_key_is_not_rate_limited_as_one_client(serve, tmp_path):
+    from rtserver.auth.keys import KeyStore
+
+    key = KeyStore(tmp_path / "data").create("backend")
+    srv = await serve(auth="on", frames_per_min=10, frames_per_min_ip=10)
+    freeze(srv)
+    r = await Raw.connect(srv.url, hello=False)
+    await r.send({"t": "hello", "token": key})
+    await r.recv()
+    for i in range(50):
+        await r.send({"t": "ping", "id": i})
+        assert (await r.recv())["t"] == "pong"
