@@ -2,7 +2,9 @@
 on a WebSocket) or in ``Authorization: Bearer`` (backends); nothing but ``hello`` is carried out before it is
 checked (the protocol core answers ``not_ready``). A bad credential is answered ``unauthenticated`` and the
 connection closed with 4001 (4003: a revoked key); a token that expires while connected closes it the same way.
-A token's ``models``/``personas`` claims bound what its sessions may use (``forbidden``, connection open)."""
+A token's ``models``/``personas`` claims bound what its sessions may use (``forbidden``, connection open). A later
+``hello`` with a fresh token of the same user renews the credential on a live connection; another user's is
+refused (``forbidden``): a connection keeps its user."""
 
 from __future__ import annotations
 
@@ -50,9 +52,12 @@ class AuthFilter(NoConnection):
 
     def _hello(self, token: Any, client: Client) -> None:
         if token is None and client.principal is not None:
-            return  # authenticated by its Authorization header
+            return  # authenticated by its Authorization header, or by an earlier hello
         try:
-            client.principal = self.auth.check(token or "")
+            principal = self.auth.check(token or "")
         except Refused as exc:
             self.report("auth_failed", client, exc.message)
             raise
+        if client.principal is not None and principal.user != client.principal.user:
+            raise ClientError("a connection keeps its user: open another connection for another one", code="forbidden")
+        client.principal = principal  # a later hello with a fresh token of the same user renews it

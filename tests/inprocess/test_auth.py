@@ -216,3 +216,15 @@ async def test_with_redis_a_key_made_on_another_node_works_here_and_its_revocati
     elsewhere.revoke(kid)
     await asyncio.to_thread(_share, redis_server.url, kid, elsewhere.record(kid))
     assert await closed_with(live) == 4003  # within the watch's period
+
+
+async def test_a_later_hello_renews_the_token_but_cannot_change_the_user(serve, tmp_path: Path):
+    srv, _ = await protected(serve, tmp_path / "data")
+    r, _ = await hello(srv.url, token("ann", ttl=600))
+    await r.send({"t": "hello", "token": token("ann", ttl=1200), "id": "renew"})
+    assert (await r.recv())["t"] == "welcome"
+    await r.send({"t": "hello", "token": token("bob"), "id": "switch"})
+    f = await r.recv()
+    assert (f["code"], f["id"]) == ("forbidden", "switch") and r.ws.close_code is None
+    sid = (await r.open())["sid"]
+    assert srv.server.manager.sessions[sid].data.user == "ann"
