@@ -81,3 +81,29 @@ async def test_erase_leaves_a_running_nodes_audit_alone(serve, tmp_path: Path):
     await talk(await Raw.connect(srv.url), "hi")
     erased, busy = erase_audit(data, "ann", set())
     assert (erased, busy) == (0, [srv.server.node_id])  # its writer holds the lock
+
+
+async def test_a_slow_audit_disk_sheds_new_turns_and_reports_degraded_but_loses_nothing(serve, tmp_path: Path):
+    import threading
+    import urllib.error
+
+    from ..helpers import http_get
+
+    srv = await serve(audit_buffer=1)
+    gate = threading.Event()
+    srv.server.audit.slow_disk = lambda: gate.wait(60)  # the disk takes as long as the test says
+    srv.engine.run_freely()
+    r = await Raw.connect(srv.url)
+    await talk(r, "one")  # its record is now on its way to a disk that does not answer
+    await r.send({"t": "say", "text": "two", "id": "2"})
+    f = await r.recv()
+    assert (f["code"], f["id"]) == ("busy", "2") and f["retry_after"] > 0
+    try:
+        await http_get(srv.http + "/readyz")
+        raise AssertionError("ready while the audit log is behind")
+    except urllib.error.HTTPError as exc:
+        assert exc.code == 503 and b"audit" in exc.read()
+    gate.set()
+    await srv.stop()
+    turns = [rec for rec in audit_records(tmp_path / "data") if rec["h"]["kind"] == "turn"]
+    assert len(turns) == 1 and turns[0]["b"]["text"].startswith("sha256:")
