@@ -198,7 +198,9 @@ class Connection:
         CLIENT.set(self.client)  # this task's context: admit filters learn who asked for a turn
         try:
             for f in self.host.pipeline.connection:
-                f.opened(self.client)
+                pending = f.opened(self.client)
+                if pending is not None:
+                    await pending
         except Refused as exc:
             self.close(exc.close, exc.message)
         try:

@@ -16,6 +16,7 @@ from rtprotocol import errors as E
 from .auth import Authenticator
 from .filters.base import Client, Report
 from .limits import Gcra, Limiter, SharedLimiter
+from .limits.counts import SharedCounts
 from .memory import MemoryGauge
 from .settings import Settings
 
@@ -23,15 +24,15 @@ log = structlog.get_logger("rtserver.protection")
 
 
 class Protection:
-    def __init__(self, settings: Settings, auth: Authenticator, *, redis: Any = None) -> None:
+    def __init__(self, settings: Settings, auth: Authenticator, *, node: str = "", redis: Any = None) -> None:
         self.settings, self.auth = settings, auth
         local = Gcra()
-        shared = None
+        shared, self.counts = None, None
         if settings.redis_url:
             redis = redis or redis_for_limits(settings.redis_url, settings.redis_timeout)
-            shared = SharedLimiter(
-                redis, local, timeout=settings.redis_timeout, fail_open=settings.limits_fail == "open"
-            )
+            fail_open = settings.limits_fail == "open"
+            shared = SharedLimiter(redis, local, timeout=settings.redis_timeout, fail_open=fail_open)
+            self.counts = SharedCounts(redis, node, timeout=settings.redis_timeout, fail_open=fail_open)
         self.redis = redis
         self.limiter = Limiter(local, shared)
         self.sinks: list[Report] = []  # the audit log adds itself
@@ -70,6 +71,8 @@ class Protection:
         return self.auth.keys.merge({k.decode(): orjson.loads(v) for k, v in shared.items()})
 
     async def start(self, clients: Callable[[], Iterable[Client]]) -> None:
+        if self.counts is not None:
+            await self.counts.heartbeat()  # live before the first connection is counted
         self._watch = asyncio.get_running_loop().create_task(self._revocations(clients))
 
     async def stop(self) -> None:
@@ -86,6 +89,8 @@ class Protection:
         while True:
             await asyncio.sleep(REVOKE_CHECK_S)
             self.memory.sample()
+            if self.counts is not None:
+                await self.counts.heartbeat()
             try:
                 revoked = self.auth.keys.load() | await self._shared_keys()
             except (OSError, ValueError) as exc:

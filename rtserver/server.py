@@ -89,7 +89,7 @@ class Server:
         self.engines = engines if engines is not None else make_engines(s)  # given: in-process tests
         self.metrics.watch_engines(lambda: {name: e.stats() for name, e in self.engines.items()})
         self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
-        self.protection = Protection(s, auth_setup(s.auth, s.host, Path(s.data_dir), s.token_secret))
+        self.protection = Protection(s, auth_setup(s.auth, s.host, Path(s.data_dir), s.token_secret), node=self.node_id)
         self.audit = AuditLog(Path(s.data_dir) / "audit", self.node_id, capacity=s.audit_buffer, fsync=s.fsync)
         if s.redis_url and s.audit:
             import redis
@@ -110,6 +110,7 @@ class Server:
             audit=self.audit if s.audit else None,
             tracer=tracing.tracer() if s.tracing else None,
             pressure=self.protection.memory,
+            counts=self.protection.counts,
         )
         self.user_sessions = UserSessions(s.sessions_per_user)
         self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()

@@ -93,7 +93,7 @@ class Refusal:
 
 class ConnectionFilter(Protocol):
     def handshake(self, path: str, headers: dict[str, str], client: Client) -> Refusal | None: ...
-    def opened(self, client: Client) -> None: ...
+    def opened(self, client: Client) -> Awaitable[None] | None: ...
     def frame(self, frame: dict[str, Any], client: Client) -> Awaitable[None] | None: ...
     def closed(self, client: Client) -> None: ...
 
@@ -104,7 +104,7 @@ class NoConnection:
     def handshake(self, path: str, headers: dict[str, str], client: Client) -> Refusal | None:
         return None
 
-    def opened(self, client: Client) -> None:
+    def opened(self, client: Client) -> Awaitable[None] | None:
         return None
 
     def frame(self, frame: dict[str, Any], client: Client) -> Awaitable[None] | None:

@@ -39,6 +39,7 @@ from ..audit.log import AuditLog
 from ..auth.authenticator import Authenticator
 from ..engine.base import Engine, Event
 from ..limits import Gcra, Limiter
+from ..limits.counts import SharedCounts
 from ..metrics import Metrics
 from ..settings import Settings
 from .admission import AdmissionFilter
@@ -112,6 +113,7 @@ def build_pipeline(
     audit: AuditLog | None = None,
     tracer: Any = None,
     pressure: Callable[[], float] = no_pressure,
+    counts: SharedCounts | None = None,
 ) -> Pipeline:
     s = settings
     per_model = {
@@ -130,7 +132,7 @@ def build_pipeline(
     if auth is not None:
         connection.append(("auth", AuthFilter(auth, report)))
     limits = ConnectionLimits(s.connections_per_ip, s.pending_per_ip, s.frames_per_min, s.frames_per_min_ip)
-    connection.append(("limits", LimitsFilter(limits, limiter, report)))
+    connection.append(("limits", LimitsFilter(limits, limiter, report, counts)))
     connection.append(("shed", ShedFilter(per_model)))
     audited = [("audit", AuditFilter(audit, s.audit_policy))] if audit is not None else []
     traced = [("trace", TraceFilter(tracer))] if tracer is not None else []

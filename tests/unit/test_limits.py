@@ -102,3 +102,19 @@ async def test_redis_down_fails_open_or_closed_and_nothing_hangs(redis_url, fail
     else:
         assert not first.allowed and first.retry_after == 1.0 and not any(d.allowed for d in rest)
     await n.redis.aclose()
+
+
+async def test_shared_counts_sum_live_nodes_and_drop_dead_ones(redis_url):
+    from rtserver.limits.counts import SharedCounts
+    from rtserver.protection import redis_for_limits
+
+    client = redis_for_limits(redis_url.url, 5.0)
+    x, y = SharedCounts(client, "x", timeout=5.0), SharedCounts(client, "y", timeout=5.0)
+    await x.heartbeat()
+    assert await x.acquire([("c:1.2.3.4", 3, 4)])
+    assert await y.acquire([("c:1.2.3.4", 1, 4)])  # 3 + 1: at the limit
+    assert await y.acquire([("c:1.2.3.4", 2, 4)]) is False  # 3 + 2 > 4
+    await client.delete("rt:node:x")  # x died: its heartbeat expired
+    assert await y.acquire([("c:1.2.3.4", 2, 4)])  # its connections no longer count
+    assert await client.hgetall("rt:count:c:1.2.3.4") == {b"y": b"2"}
+    await client.aclose()
