@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections import Counter as CounterType
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 import structlog
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from rtprotocol import errors as E
 
+from .audit.log import AuditLog
 from .auth import Authenticator
 from .filters.base import Client, Report
 from .limits import Gcra, Limiter, SharedLimiter
@@ -36,12 +40,14 @@ class Protection:
         self.redis = redis
         self.limiter = Limiter(local, shared)
         self.sinks: list[Report] = []  # the audit log adds itself
+        self.events: CounterType[str] = CounterType()  # security events by kind, for /metrics
         self.memory = MemoryGauge(settings.max_memory_mb)
         self._watch: asyncio.Task[None] | None = None
 
     def report(self, kind: str, client: Client, detail: str) -> None:
         """A security event: logged (auth failures and refusals are rare; a flood's limit hits are sampled by
         the audit log, not logged one by one) and handed to the sinks."""
+        self.events[kind] += 1
         if kind != "rate_limited":
             user = client.principal.user if client.principal is not None else None
             log.info("security", kind=kind, ip=client.ip, user=user, detail=detail[:200])
@@ -117,3 +123,23 @@ def redis_for_limits(url: str, timeout: float, connections: int = 32) -> Any:
         url, max_connections=connections, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout
     )
     return aioredis.Redis.from_pool(pool)  # the client owns the pool: aclose() closes its connections
+
+
+class ProtectionCollector(Collector):
+    """Security events and the audit log's state, read on scrape."""
+
+    def __init__(self, protection: Protection, audit: AuditLog) -> None:
+        self.protection, self.audit = protection, audit
+
+    def collect(self) -> Iterable[Any]:
+        events = CounterMetricFamily("rtserver_security_events", "security events by kind", labels=["kind"])
+        for kind, n in sorted(self.protection.events.items()):
+            events.add_metric([kind], n)
+        yield events
+        a = self.audit
+        yield GaugeMetricFamily("rtserver_audit_waiting", "audit records waiting for the disk", value=len(a.waiting))
+        yield GaugeMetricFamily(
+            "rtserver_audit_degraded", "1 while turns are shed for the audit", value=int(a.full)
+        )
+        yield CounterMetricFamily("rtserver_audit_records", "audit records written", value=a.written)
+        yield CounterMetricFamily("rtserver_audit_not_copied", "audit batches not copied to Redis", value=a.not_copied)

@@ -40,7 +40,7 @@ from .filters.base import Client
 from .limits.sessions import UserSessions
 from .maintenance import Maintenance
 from .metrics import Metrics
-from .protection import Protection
+from .protection import Protection, ProtectionCollector
 from .sessions.handle import Sessions
 from .sessions.local import LocalStore
 from .sessions.manager import SessionConfig, SessionManager
@@ -113,6 +113,7 @@ class Server:
             counts=self.protection.counts,
         )
         self.user_sessions = UserSessions(s.sessions_per_user)
+        self.metrics.registry.register(ProtectionCollector(self.protection, self.audit))
         self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()
         self.manager = SessionManager(
             self.store,

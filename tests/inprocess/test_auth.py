@@ -228,3 +228,14 @@ async def test_a_later_hello_renews_the_token_but_cannot_change_the_user(serve, 
     assert (f["code"], f["id"]) == ("forbidden", "switch") and r.ws.close_code is None
     sid = (await r.open())["sid"]
     assert srv.server.manager.sessions[sid].data.user == "ann"
+
+
+async def test_security_events_and_the_audit_log_are_on_metrics(serve, tmp_path: Path):
+    from ..helpers import http_get
+
+    srv, _ = await protected(serve, tmp_path / "data")
+    r, _ = await hello(srv.url, "bad")
+    await closed_with(r)
+    body = (await http_get(srv.http + "/metrics")).decode()
+    assert 'rtserver_security_events_total{kind="auth_failed"} 1.0' in body
+    assert "rtserver_audit_degraded 0.0" in body
