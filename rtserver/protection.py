@@ -138,8 +138,6 @@ class ProtectionCollector(Collector):
         yield events
         a = self.audit
         yield GaugeMetricFamily("rtserver_audit_waiting", "audit records waiting for the disk", value=len(a.waiting))
-        yield GaugeMetricFamily(
-            "rtserver_audit_degraded", "1 while turns are shed for the audit", value=int(a.full)
-        )
+        yield GaugeMetricFamily("rtserver_audit_degraded", "1 while turns are shed for the audit", value=int(a.full))
         yield CounterMetricFamily("rtserver_audit_records", "audit records written", value=a.written)
         yield CounterMetricFamily("rtserver_audit_not_copied", "audit batches not copied to Redis", value=a.not_copied)
