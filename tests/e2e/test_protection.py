@@ -82,3 +82,27 @@ async def test_a_user_token_minted_by_the_cli_is_accepted(start_server, tmp_path
         async with Client(srv.url, token=token[:-3] + "abc"):
             pass
     assert info.value.code == "unauthenticated"
+
+
+@pytest.mark.model
+async def test_a_players_turn_on_the_real_model_is_limited_audited_and_traced_to_its_user(
+    start_server, bundled_model, tmp_path: Path
+):
+    """Smoke test with the bundled model: a token user's turn, its tokens charged and given back, one audit record."""
+    from rtserver.auth.tokens import mint
+
+    data = tmp_path / "data"
+    srv = start_server(
+        "--slots", "2", data_dir=data, env={"RTSERVER_TOKEN_SECRET": "s", "RTSERVER_TOKENS_PER_MIN": "64"}
+    )
+    token = mint("s", "ann", 600, now=__import__("time").time())
+    async with Client(srv.url, token=token) as c:
+        s = await c.open_session(persona="You are Bram, a blacksmith.")
+        r = await (await s.say("Hello!", params={"max_tokens": 40})).result()
+        assert r.reason in ("stop", "length") and r.usage["completion"] <= 40
+        # 40 reserved, the unused part given back: 64 - used is left, so 40 more fits only if used <= 24
+        second = s.say("And?", params={"max_tokens": 64 - r.usage["completion"]})
+        assert (await (await second).result()).reason in ("stop", "length")
+    assert srv.signal(signal.SIGTERM) == 0
+    turns = [r for r in map(orjson.loads, audit(data, "export").stdout.splitlines()) if r["h"]["kind"] == "turn"]
+    assert [t["h"]["user"] for t in turns] == ["ann", "ann"]
