@@ -71,6 +71,10 @@ class TraceFilter:
             },
         )
         ctx.span = span
+        if not span.is_recording():  # sampled out (the client's trace flags, or the SDK's sampler): nothing more
+            span.end()
+            ctx.span = None
+            return
         if client is not None and client.received:
             self._child("rt.receive", span, client.received, ctx.started)
         ctx.admitted_at = time.perf_counter()

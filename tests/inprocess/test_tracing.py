@@ -94,3 +94,12 @@ async def test_tracing_off_makes_no_spans(serve, spans):
     await turn(r, "hi", traceparent=f"00-{TRACE_ID}-{PARENT}-01")
     assert spans.get_finished_spans() == ()
     assert not any("trace" in n for n in srv.server.pipeline.names)
+
+
+async def test_a_trace_the_client_did_not_sample_costs_no_spans(serve, spans):
+    srv = await serve(tracing=True)
+    srv.engine.run_freely()
+    r = await Raw.connect(srv.url)
+    await r.open()
+    await turn(r, "not sampled", traceparent=f"00-{TRACE_ID}-{PARENT}-00")  # flags 00: the client does not sample
+    assert spans.get_finished_spans() == ()
