@@ -120,7 +120,10 @@ class Client:
         try:
             self.welcome = self.codec.decode(await self.ws.recv())
         except ConnectionClosed as exc:
-            raise self._final(exc.rcvd.code if exc.rcvd else None) or ConnectionLost("closed before welcome") from None
+            final = self._final(exc.rcvd.code if exc.rcvd else None)
+            if final is None:
+                raise  # an ordinary drop: the caller retries
+            raise final from None
         if self.welcome.get("t") != "welcome":
             code = self.welcome.get("code", "bad_frame")
             if code in FINAL_CLOSES.values():
