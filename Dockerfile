@@ -13,6 +13,8 @@ COPY . /app
 ARG RTSERVER_CMAKE_ARGS=""
 RUN RTSERVER_CMAKE_ARGS="$RTSERVER_CMAKE_ARGS" scripts/install
 
+# It listens on 0.0.0.0, so it is protected by default: with no key and no RTSERVER_TOKEN_SECRET configured, the
+# first start creates an API key in /data/keys.json and logs it once (`api_key_created`); keep /data on a volume.
 ENV RTSERVER_DATA_DIR=/data
 VOLUME /data
 EXPOSE 8000

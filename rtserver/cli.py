@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import sys
 
-from . import __version__
+from . import __version__, privacy
+from .audit import cli as audit_cli
+from .auth import cli as auth_cli
 from .errors import ConfigError
 from .settings import BUNDLED_MODEL, CACHE_TYPES, Settings, environ, load_settings
 
@@ -69,6 +71,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--resume-grace", type=float, help=f"seconds a turn outlives its clients (default {d.resume_grace})")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--auth",
+        choices=["auto", "on", "off"],
+        help="credentials: auto (default: off on a loopback bind with nothing configured; otherwise on, creating "
+        "and logging an API key on first start) | on | off. User tokens need RTSERVER_TOKEN_SECRET",
+    )
+    s.add_argument("--allowed-origins", metavar="LIST", help="comma-separated browser origins allowed (default: any)")
+    s.add_argument("--trusted-proxies", metavar="LIST", help="addresses/CIDRs whose X-Forwarded-For is believed")
+    s.add_argument("--limits-fail", choices=["open", "closed"], help="with --redis, when Redis is unreachable")
     j = sub.add_parser("journal", help="inspect the session journal under a data dir")
     jsub = j.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
     c = jsub.add_parser(
@@ -78,11 +89,20 @@ def _parser() -> argparse.ArgumentParser:
     from .replay.cli import add_commands
 
     add_commands(sub)
+    auth_cli.add_parsers(sub, d.data_dir)
+    audit_cli.add_parsers(sub, d.data_dir)
+    privacy.add_parsers(sub, d.data_dir)
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
+    if args.command in ("keys", "token"):
+        sys.exit(auth_cli.run(args))
+    if args.command == "audit":
+        sys.exit(audit_cli.run(args))
+    if args.command == "sessions":
+        sys.exit(privacy.run(args))
     if args.command == "journal":
         from pathlib import Path
 

@@ -1,6 +1,11 @@
 """One client connection: bytes in and out. Frames are decoded and validated, the sans-I/O core
 (``rtprotocol.core``) says what each asks for, and this module carries that out through session handles.
 
+Who the client is (``Client``: address, principal) is set by the connection filters; a session belongs to the
+user who opened it, and attaching to it, resuming it or acting on it needs that user's credential, or a
+read-only spectator grant (the token's ``ro`` claim, ``session.open{sid, mode: "ro"}``) whose writes are
+answered ``read_only``.
+
 Frames go out through a bounded queue: a client that stops reading overflows it and is closed with 4008 (its
 memory is freed at once); a peer that stops answering pings is closed by the websockets keepalive.
 """
@@ -29,8 +34,10 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from .errors import RtError, to_error_frame
+from .errors import ClientError, Refused, RtError, to_error_frame
 from .filters import Pipeline
+from .filters.base import ANONYMOUS, CLIENT, Client
+from .limits.sessions import UserSessions
 from .metrics import Metrics
 from .replay.serverside import ServerRecording
 from .sessions.handle import SessionHandle, Sessions
@@ -49,13 +56,21 @@ class Host(Protocol):
     metrics: Metrics
     sessions: Sessions
     pipeline: Pipeline
+    user_sessions: UserSessions
 
     def welcome(self) -> F.Frame: ...
+    async def erased(self, sid: str) -> None: ...
+
+
+WRITES = (C.Turn, C.Cancel, C.Rollback, C.Update, C.Close)
 
 
 class Connection:
-    def __init__(self, ws: ServerConnection, host: Host) -> None:
+    def __init__(self, ws: ServerConnection, host: Host, client: Client | None = None) -> None:
         self.ws, self.host = ws, host
+        self.client = client or Client(peer="")
+        self.client.close = self.close
+        self.read_only: set[str] = set()  # sessions this connection watches as a spectator
         s = host.settings
         self.codec = Codec(ws.subprotocol or F.SUBPROTOCOL_MSGPACK)
         self.binary = self.codec.binary
@@ -187,6 +202,14 @@ class Connection:
         if ws.request is not None:
             ws.request.headers.clear()
         self._hello_timer = asyncio.get_running_loop().call_later(self.host.settings.hello_timeout, self._hello_due)
+        CLIENT.set(self.client)  # this task's context: admit filters learn who asked for a turn
+        try:
+            for f in self.host.pipeline.connection:
+                pending = f.opened(self.client)
+                if pending is not None:
+                    await pending
+        except Refused as exc:
+            self.close(exc.close, exc.message)
         try:
             async for message in ws:
                 self.frames_in += 1
@@ -202,8 +225,11 @@ class Connection:
                 self._hello_timer.cancel()
             for h in self.handles.values():
                 h.detach(self)
+                self.host.user_sessions.closed(self._quota_user)
             if self._writer_task is not None:
                 self._writer_task.cancel()
+            for f in self.host.pipeline.connection:
+                f.closed(self.client)
             if self.recording is not None:
                 self.recording.close()
 
@@ -217,6 +243,8 @@ class Connection:
         return isinstance(frame, dict) and frame.get("t") == "card.put"
 
     async def _on_message(self, message: bytes | str) -> None:
+        if self.closing:
+            return  # refused when it opened, or closing for another reason: nothing more is carried out
         frame: Any = None
         try:
             frame = validate_client_frame(self.codec.decode(message))
@@ -228,12 +256,17 @@ class Connection:
                 self.who["client"] = str(frame.get("client") or "")[:64]
                 self.presence = bool(frame.get("presence"))
             for f in self.host.pipeline.connection:
-                f.frame(frame)
+                pending = f.frame(frame, self.client)
+                if pending is not None:
+                    await pending
             await self._do(self.core.receive(frame))
         except ProtocolError as exc:
             self._refuse(exc, frame)
             if BadFrameBudget.counts(exc.code) and not self.budget.spend(asyncio.get_running_loop().time()):
                 self.close(E.CLOSE_POLICY, "malformed frames faster than welcome.limits.bad_frames_per_s")
+        except Refused as exc:
+            self._refuse(exc, frame)
+            self.close_after_flush(exc.close, exc.message[:120])
         except RtError as exc:
             self._refuse(exc, frame)
         except ConnectionClosed:
@@ -257,7 +290,8 @@ class Connection:
                 self._hello_timer = None
             self.send(self.host.welcome())
         elif isinstance(a, C.Open):
-            h = await sessions.open(a.persona, a.params, a.model, a.card, a.story)
+            self._room_for_user(None)
+            h = await sessions.open(a.persona, a.params, a.model, a.card, a.story, user=self.user)
             self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
             self._attach(h)
         elif isinstance(a, C.PutCard):
@@ -266,18 +300,41 @@ class Connection:
                 reply["id"] = a.frame_id
             self.send(reply)
         elif isinstance(a, C.Attach):
+            self._room_for_user(a.sid)
             h = await sessions.get(a.sid)
+            self._may_attach(h, read_only=a.mode == "ro")
             self.send(h.frame(a.frame_id, snapshot=True))
             self._attach(h)
         elif isinstance(a, C.Resume):
+            self._room_for_user(a.sid)
             h = await sessions.get(a.sid)
+            self._may_attach(h, read_only=False)
             reply, missed = await h.resume(a.epoch, a.last_seq, a.frame_id)
             self.send(reply)
             for data in missed:
                 self.push(data)
             self._attach(h)
         elif isinstance(a, C.SessionAction):
+            if isinstance(a, WRITES) and a.sid in self.read_only:
+                raise ClientError("this attachment is read-only (a spectator grant)", code="read_only")
             await self._on_session(await self._handle(a), a)
+
+    @property
+    def user(self) -> str:
+        return (self.client.principal or ANONYMOUS).user
+
+    def _may_attach(self, h: SessionHandle, *, read_only: bool) -> None:
+        """A session is its user's: another user may only watch it, read-only, with a grant for it (resuming it
+        stays read-only). A backend's API key may act on any session (it serves many players)."""
+        p = self.client.principal or ANONYMOUS
+        if not h.user or h.user == p.user or p.kind == "key":  # an API key is a trusted backend: any session
+            if read_only:
+                self.read_only.add(h.sid)
+            return
+        if h.sid in p.ro:  # a spectator grant: watching only, whatever the frame asked for
+            self.read_only.add(h.sid)
+            return
+        raise ClientError("this session belongs to another user", code="forbidden")
 
     async def _on_session(self, h: SessionHandle, a: C.SessionAction) -> None:
         if isinstance(a, C.Turn):
@@ -294,22 +351,44 @@ class Connection:
             await h.edit(a.tid, a.user, a.reply)
         elif isinstance(a, C.Close):
             await h.close()
-            self.handles.pop(h.sid, None)
+            self._forget(h.sid)
             self.core.detached(h.sid)
+            if isinstance(a, C.Delete):
+                await self.host.erased(h.sid)
 
     async def _handle(self, a: C.SessionAction) -> SessionHandle:
         h = self.handles.get(a.sid)
         if h is not None and h.alive:
             return h
-        self.handles.pop(a.sid, None)  # closed by another client meanwhile: forget it
+        self._forget(a.sid)  # closed by another client meanwhile: forget it
         self.core.detached(a.sid)
+        self._room_for_user(a.sid)
         h = await self.host.sessions.get(a.sid)  # not attached here: attach, as session.open with sid would
+        self._may_attach(h, read_only=False)
+        if a.sid in self.read_only and isinstance(a, WRITES):
+            raise ClientError("this attachment is read-only (a spectator grant)", code="read_only")
         self._attach(h)
         return h
 
     def _attach(self, h: SessionHandle) -> None:
         if self.recording is not None:
             self.recording.attached(h.sid)
+        if h.sid not in self.handles:
+            self.host.user_sessions.opened(self._quota_user)
         self.handles[h.sid] = h
         self.core.attached_to(h.sid)
         h.attach(self)
+
+    def _forget(self, sid: str) -> None:
+        if self.handles.pop(sid, None) is not None:
+            self.host.user_sessions.closed(self._quota_user)
+
+    @property
+    def _quota_user(self) -> str:
+        """The user whose open sessions are counted: players (user tokens) only."""
+        p = self.client.principal
+        return p.user if p is not None and p.kind == "token" else ""
+
+    def _room_for_user(self, sid: str | None) -> None:
+        if sid is None or sid not in self.handles:
+            self.host.user_sessions.check(self._quota_user)

@@ -2,8 +2,11 @@
 
 RtError                     anything rtserver raises on purpose; carries a protocol error ``code``
 ├── ClientError             the client asked for something it cannot have (bad_field, unknown_session, ...)
-│   └── (rtprotocol.ProtocolError is translated into a ClientError at the boundary)
+│   ├── (rtprotocol.ProtocolError is translated into a ClientError at the boundary)
+│   └── Refused             and the connection closes after the error frame: a bad credential (4001), a refused
+│                           one (4003), a full connection limit (1013)
 ├── Busy                    capacity reached; carries ``retry_after``
+│   └── RateLimited         a limit of this user or IP (frames, tokens per minute): ``rate_limited``
 ├── EngineError             the model failed (llama.cpp errors are translated where llama.cpp is called)
 ├── StoreFailed             a write could not be made durable (disk full, I/O error): nothing was recorded
 │   └── Fenced              this node no longer owns the session it tried to write
@@ -32,12 +35,24 @@ class ClientError(RtError):
     code = "bad_field"
 
 
+class Refused(ClientError):
+    """Refused, and the connection is closed with ``close`` once the error frame is sent."""
+
+    def __init__(self, message: str, *, code: str, close: int) -> None:
+        super().__init__(message, code=code)
+        self.close = close
+
+
 class Busy(RtError):
     code = "busy"
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class RateLimited(Busy):
+    code = "rate_limited"
 
 
 class EngineError(RtError):

@@ -11,6 +11,7 @@ import structlog
 def configure(level: str = "info") -> None:
     structlog.configure(
         processors=[
+            structlog.contextvars.merge_contextvars,  # a turn's lines carry its trace_id (tracing on)
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             structlog.processors.format_exc_info,

@@ -15,6 +15,7 @@ import signal
 import socket
 import ssl
 import time
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,20 @@ from websockets.exceptions import NegotiationError
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from . import __version__
+from . import __version__, tracing
+from .audit.events import SecurityEvents
+from .audit.log import AuditLog
+from .auth import setup as auth_setup
 from .connection import CLOSE_TIMEOUT, Connection
 from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
 from .filters import build_pipeline
+from .filters.base import Client
 from .fleet import Fleet
+from .limits.sessions import UserSessions
 from .maintenance import Maintenance
 from .metrics import Metrics
+from .protection import Protection, ProtectionCollector
 from .sessions.handle import Sessions
 from .sessions.local import LocalStore
 from .sessions.manager import SessionConfig, SessionManager
@@ -91,7 +98,32 @@ class Server:
             self.store = self.fleet.store
         else:
             self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
-        self.pipeline = build_pipeline(s, self.engines, self.metrics, lambda: self.draining)
+        self.protection = Protection(s, auth_setup(s.auth, s.host, Path(s.data_dir), s.token_secret), node=self.node_id)
+        self.audit = AuditLog(Path(s.data_dir) / "audit", self.node_id, capacity=s.audit_buffer, fsync=s.fsync)
+        if s.redis_url and s.audit:
+            import redis
+
+            self.audit.redis = redis.Redis.from_url(
+                s.redis_url, socket_timeout=s.redis_timeout, socket_connect_timeout=s.redis_timeout
+            )
+        if s.audit:
+            self.protection.sinks.append(SecurityEvents(self.audit))
+        self.pipeline = build_pipeline(
+            s,
+            self.engines,
+            self.metrics,
+            lambda: self.draining,
+            auth=self.protection.auth,
+            limiter=self.protection.limiter,
+            report=self.protection.report,
+            audit=self.audit if s.audit else None,
+            tracer=tracing.tracer() if s.tracing else None,
+            pressure=self.protection.memory,
+            counts=self.protection.counts,
+        )
+        self.user_sessions = UserSessions(s.sessions_per_user)
+        self.metrics.registry.register(ProtectionCollector(self.protection, self.audit))
+        self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()
         self.manager = SessionManager(
             self.store,
             SessionConfig(
@@ -140,12 +172,19 @@ class Server:
         }
         return F.welcome(f"rtserver/{__version__}", self.node_id, limits, s.heartbeat, sorted(self.engines))
 
+    async def erased(self, sid: str) -> None:
+        """``session.delete``: the session is gone from the store; its audit bodies go too."""
+        if self.settings.audit:
+            await self.audit.erase(sids={sid})
+
     # --- HTTP on the same port --------------------------------------------------------------------------------
 
     def _http(self, conn: ServerConnection, request: Request) -> Response | None:
         path = request.path.split("?", 1)[0]
         if path == "/healthz":
             return conn.respond(http.HTTPStatus.OK, "ok\n")
+        if path in ("/readyz", "/metrics") and not self.protection.http_allowed(request.headers.get("authorization")):
+            return conn.respond(http.HTTPStatus.UNAUTHORIZED, "this endpoint needs 'Authorization: Bearer <API key>'\n")
         if path == "/readyz":
             return self._readyz(conn)
         if path == "/metrics":
@@ -159,10 +198,12 @@ class Server:
             )
             return Response(200, "OK", headers, body)
         fields = {k.lower(): v for k, v in request.headers.raw_items()}
+        client = Client(peer=str(conn.remote_address[0]) if conn.remote_address else "")
         for f in self.pipeline.connection:
-            refusal = f.handshake(path, fields)
+            refusal = f.handshake(path, fields, client)
             if refusal is not None:
                 return conn.respond(http.HTTPStatus(refusal.status), refusal.body)
+        self._clients[conn] = client
         return None
 
     def _readyz(self, conn: ServerConnection) -> Response:
@@ -173,6 +214,11 @@ class Server:
                 http.HTTPStatus.SERVICE_UNAVAILABLE,
                 "degraded: Redis is unreachable; this node's sessions go on, their turns journalled locally under "
                 f"{self.settings.data_dir}/redis-pending until Redis returns\n",
+            )
+        if self.audit.full:
+            return conn.respond(
+                http.HTTPStatus.SERVICE_UNAVAILABLE,
+                "degraded: the audit log is behind (a slow disk); new turns get busy until it catches up\n",
             )
         if self.store.degraded:
             return conn.respond(
@@ -192,7 +238,7 @@ class Server:
         return None  # nothing offered: msgpack, the default
 
     async def _handle(self, ws: ServerConnection) -> None:
-        conn = Connection(ws, self)
+        conn = Connection(ws, self, self._clients.pop(ws, None))
         self.connections.add(conn)
         self.metrics.connections.inc()
         started = time.monotonic()
@@ -223,6 +269,8 @@ class Server:
         await self.store.open()
         if self.fleet is not None:
             await self.fleet.start()
+        if s.audit:
+            await self.audit.start()
         log.info(
             "store_open",
             store="redis" if self.fleet else "local",
@@ -241,6 +289,7 @@ class Server:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stop.set)
         self.maintenance.start()
+        await self.protection.start(lambda: [c.client for c in self.connections])
         async with serve(
             self._handle,
             s.host,
@@ -263,9 +312,14 @@ class Server:
             await self._stop.wait()
             await self._drain(server)
         await self.maintenance.stop()
+        await self.protection.stop()
         await self.manager.park_all()
         if self.fleet is not None:
             await self.fleet.stop()
+        if s.audit:
+            await self.audit.close()  # every record still waiting is written before the process ends
+            if self.audit.redis is not None:
+                self.audit.redis.close()
         await self.store.close()
         for engine in self.engines.values():
             await engine.close()

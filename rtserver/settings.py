@@ -3,12 +3,14 @@ Validated at start-up; every message names the bad key and says what it expects.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from .audit.redact import POLICIES
 from .errors import ConfigError
 
 BUNDLED_MODEL = Path(__file__).parent / "models" / "rtserver-tiny-q4_0.gguf"
@@ -66,6 +68,24 @@ class Settings:
     resume_grace: float = 10.0  # a turn whose clients all left keeps running this long for a resume
     drain_timeout: float = 30.0  # SIGTERM: how long running turns may take to finish
     fsync: bool = True  # journal with fsync (off only for throwaway benchmarks)
+    # --- protection (docs/deploy.md "Protection") ---
+    auth: str = "auto"  # auto (loopback bind + nothing configured: off; else on) | on | off
+    token_secret: str = ""  # HMAC-SHA256 secret of signed user tokens (JWT HS256); empty: user tokens refused
+    protect_http: bool = False  # /metrics and /readyz need an API key too (open by default, as Prometheus expects)
+    allowed_origins: str = ""  # comma-separated browser origins (https://game.example); empty: any
+    trusted_proxies: str = ""  # comma-separated addresses/CIDRs whose X-Forwarded-For is believed
+    connections_per_ip: int = 1000  # 0: no limit (per node)
+    pending_per_ip: int = 64  # connections from one address that have not sent hello yet (per node)
+    frames_per_min: float = 1200.0  # per user; 0: no limit (shared by the nodes with --redis)
+    frames_per_min_ip: float = 6000.0  # per client address
+    tokens_per_min: float = 20000.0  # generated tokens per user, reserved from max_tokens at a turn's start
+    sessions_per_user: int = 64  # sessions a player (user token) holds open at once, per node; 0: no limit
+    limits_fail: str = "open"  # Redis unreachable: open (this node's own limits) | closed (refuse)
+    max_memory_mb: int = 0  # resident memory at which the node sheds (background turns from 90 %); 0 = off
+    tracing: bool = False  # OpenTelemetry traces, one per turn (exporter: OTEL_EXPORTER_OTLP_*; pip install .[otel])
+    audit: bool = True  # one record per turn and per security event, hash-chained, in <data_dir>/audit
+    audit_policy: str = "hash"  # what is kept of texts: full | redacted | hash | none
+    audit_buffer: int = 10000  # records waiting for the disk before new turns get busy (never dropped)
     temperature: float = 0.8
     top_p: float = 0.95
     max_tokens: int = 256
@@ -174,6 +194,14 @@ def _validate(s: Settings) -> None:
         not s.redis_url or s.redis_url.split("://", 1)[0] in ("redis", "rediss", "unix"),
         f"redis_url must start with redis://, rediss:// or unix://, got {s.redis_url[:40]!r}",
     )
+    need(s.auth in ("auto", "on", "off"), f"auth must be auto, on or off, got {s.auth!r}")
+    need(s.audit_policy in POLICIES, f"audit_policy must be one of {', '.join(POLICIES)}, got {s.audit_policy!r}")
+    need(s.audit_buffer >= 1, "audit_buffer must be at least 1")
+    need(s.limits_fail in ("open", "closed"), f"limits_fail must be open or closed, got {s.limits_fail!r}")
+    try:
+        [ipaddress.ip_network(p.strip(), strict=False) for p in s.trusted_proxies.split(",") if p.strip()]
+    except ValueError as exc:
+        raise ConfigError(f"trusted_proxies: {exc}") from None
     for key in (
         "frame_log",
         "send_queue",
@@ -198,6 +226,12 @@ def _validate(s: Settings) -> None:
         "session_ttl",
         "journal_scrub_s",
         "bad_frames_per_s",
+        "connections_per_ip",
+        "pending_per_ip",
+        "frames_per_min",
+        "frames_per_min_ip",
+        "tokens_per_min",
+        "sessions_per_user",
     ):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")
     if s.engine == "llama":

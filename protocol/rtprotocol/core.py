@@ -59,9 +59,11 @@ class PutCard(Action):
 
 @dataclass
 class Attach(Action):
-    """``session.open`` with a ``sid``: attach to an existing session; the reply carries a snapshot."""
+    """``session.open`` with a ``sid``: attach to an existing session; the reply carries a snapshot.
+    ``mode`` "ro": a spectator's read-only attachment (its writes are answered ``read_only``)."""
 
     sid: str
+    mode: str = ""
 
 
 @dataclass
@@ -120,6 +122,11 @@ class Close(SessionAction):
     pass
 
 
+@dataclass
+class Delete(Close):
+    """``session.delete``: close, and erase what the server keeps of it (frame log, audit bodies)."""
+
+
 class ConnectionCore:
     def __init__(self, max_sessions: int) -> None:
         self.max_sessions = max_sessions
@@ -140,7 +147,7 @@ class ConnectionCore:
         if kind == "session.open":
             if frame.get("sid"):
                 self._room_for(frame["sid"], fid)
-                return Attach(fid, frame["sid"])
+                return Attach(fid, frame["sid"], frame.get("mode") or "")
             self._room_for(None, fid)
             story = {k: frame[k] for k in STORY_KEYS if k in frame}
             snapshot = bool(frame.get("snapshot"))
@@ -177,6 +184,8 @@ class ConnectionCore:
             return Update(fid, sid, attach, frame.get("persona"), params, story)
         if kind == "edit":
             return Edit(fid, sid, attach, frame["tid"], frame.get("user"), frame.get("reply"))
+        if kind == "session.delete":
+            return Delete(fid, sid, attach)
         assert kind == "session.close", kind
         return Close(fid, sid, attach)
 

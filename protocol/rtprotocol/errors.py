@@ -34,6 +34,10 @@ ERROR_CODES: Final[dict[str, str]] = {
     'ended (§3, "Across nodes"). The session is intact on another node; send the turn again.',
     "internal": "An unexpected server error. The session is intact; retry, and report it if it persists.",
     "shutting_down": "The server is restarting. Reconnect and resume.",
+    "unauthenticated": "No valid credential (`hello.token` or the `Authorization` header); the connection closes "
+    "with 4001. Get a fresh token before reconnecting.",
+    "forbidden": "The credential does not allow this (another user's session, a model or persona outside the "
+    "token's claims). Do not retry with the same credential.",
 }
 
 # WebSocket close codes (RFC 6455 and the registered 4000-4999 private range).
@@ -46,6 +50,9 @@ CLOSE_INTERNAL: Final = 1011
 CLOSE_RESTART: Final = 1012
 CLOSE_SLOW_CONSUMER: Final = 4008  # the client did not read its frames; the send queue overflowed
 CLOSE_HELLO_TIMEOUT: Final = 4010  # no `hello` within the handshake timeout
+CLOSE_UNAUTHENTICATED: Final = 4001  # missing, malformed, expired or unknown credential: final, do not retry as is
+CLOSE_FORBIDDEN: Final = 4003  # a known credential that is refused (a revoked key): final
+CLOSE_TRY_LATER: Final = 1013  # a connection limit (per IP or user) is full: retry with backoff
 
 CLOSE_CODES: Final[dict[int, str]] = {
     CLOSE_NORMAL: "Normal closure.",
@@ -58,6 +65,10 @@ CLOSE_CODES: Final[dict[int, str]] = {
     CLOSE_RESTART: "Server restart: reconnect with backoff and `session.resume`.",
     CLOSE_SLOW_CONSUMER: "The client did not read its frames fast enough; reconnect and resume.",
     CLOSE_HELLO_TIMEOUT: "No `hello` within the hello timeout (10 s by default).",
+    CLOSE_UNAUTHENTICATED: "Unauthenticated: the credential is missing, malformed, expired or unknown. Final: get a "
+    "fresh token (the reference clients call their token callback) before connecting again.",
+    CLOSE_FORBIDDEN: "Forbidden: the credential is known but refused (a revoked key). Final: do not reconnect with it.",
+    CLOSE_TRY_LATER: "Try again later: a connection limit of this client's IP or user is full. Reconnect with backoff.",
 }
 
 

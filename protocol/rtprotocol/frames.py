@@ -98,6 +98,7 @@ CLIENT_FRAMES: Final[dict[str, _Spec]] = {
     "impersonate": {**_OPT_SID, **_PARAMS},
     "session.close": _OPT_SID,
     "card.put": {"card": ((dict,), True)},
+    "session.delete": _OPT_SID,
     "ping": {"ts": (_NUM, False)},
 }
 
@@ -198,6 +199,8 @@ def _check_samplers(out: dict[str, Any], frame_id: Any) -> None:
 
 
 def _check_story(kind: str, frame: dict[str, Any], frame_id: Any) -> None:
+    if kind not in ("session.open", "session.update", "edit"):
+        return  # the story keys on any other frame are unknown keys: ignored, like any other (their types unchecked)
     if "note_depth" in frame and not 0 <= frame["note_depth"] <= 1000:
         raise ProtocolError("bad_field", f"{kind}.note_depth must be from 0 to 1000", frame_id=frame_id)
     unset = frame.get("unset")
@@ -228,7 +231,10 @@ def validate_client_frame(frame: Any) -> Frame:
             continue
         _checked(f"{kind}.{field}", frame[field], types, frame_id)
     if "params" in frame:
-        frame["params"] = validate_params(frame["params"], frame_id=frame_id)
+        if "params" not in spec:  # a key this frame type does not have: ignored, like any unknown key
+            del frame["params"]
+        else:
+            frame["params"] = validate_params(frame["params"], frame_id=frame_id)
     _check_story(kind, frame, frame_id)
     return frame
 

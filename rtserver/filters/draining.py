@@ -9,21 +9,21 @@ from typing import Any
 
 from rtprotocol import ProtocolError
 
-from .base import Refusal
+from .base import Client, NoConnection, Refusal
 
 REFUSED = frozenset({"say", "regenerate", "continue", "session.open"})
 
 
-class DrainingFilter:
+class DrainingFilter(NoConnection):
     def __init__(self, draining: Callable[[], bool]) -> None:
         self.draining = draining
 
-    def handshake(self, path: str, headers: dict[str, str]) -> Refusal | None:
+    def handshake(self, path: str, headers: dict[str, str], client: Client) -> Refusal | None:
         if self.draining():
             return Refusal(503, "draining: reconnect to another node\n")
         return None
 
-    def frame(self, frame: dict[str, Any]) -> None:
+    def frame(self, frame: dict[str, Any], client: Client) -> None:
         if frame["t"] in REFUSED and self.draining():
             raise ProtocolError(
                 "shutting_down", "the server is restarting; reconnect and resume", frame_id=frame.get("id")

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from .base import Refusal
+from .base import Client, NoConnection, Refusal
 
 
-class UpgradeFilter:
-    def handshake(self, path: str, headers: dict[str, str]) -> Refusal | None:
+class UpgradeFilter(NoConnection):
+    def handshake(self, path: str, headers: dict[str, str], client: Client) -> Refusal | None:
         if "upgrade" not in headers.get("connection", "").lower():
             return Refusal(
                 426,
                 "rtserver: this is a WebSocket endpoint (ws://host:port/, subprotocol rt.v1.msgpack or rt.v1.json); "
                 "see /healthz, /readyz, /metrics\n",
             )
-        return None
-
-    def frame(self, frame: dict[str, Any]) -> None:
         return None

@@ -118,6 +118,10 @@ class RemoteHandle:
         return self.view.sid
 
     @property
+    def user(self) -> str:
+        return self.view.data.user
+
+    @property
     def alive(self) -> bool:
         return self.local.alive if self.local is not None else self.sid in self.fleet.relay.watches
 

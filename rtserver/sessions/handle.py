@@ -25,6 +25,8 @@ class SessionHandle(Protocol):
     def sid(self) -> str: ...
     @property
     def alive(self) -> bool: ...
+    @property
+    def user(self) -> str: ...
     def frame(self, frame_id: Any = None, *, snapshot: bool = False) -> F.Frame: ...
     async def resume(self, epoch: str, last_seq: int, frame_id: Any) -> tuple[F.Frame, list[bytes]]: ...
     def attach(self, sub: Subscriber) -> None: ...
@@ -48,6 +50,11 @@ class LocalHandle:
     @property
     def session(self) -> Session:
         return self._s
+
+    @property
+    def user(self) -> str:
+        """The user the session belongs to ("" : created without auth)."""
+        return self._s.data.user
 
     @property
     def alive(self) -> bool:
@@ -115,16 +122,18 @@ class Sessions:
         model: str | None,
         card: dict[str, Any] | None = None,
         story: dict[str, Any] | None = None,
+        user: str = "",
     ) -> SessionHandle:
-        """A new session; with ``card`` a card session, whose greetings are its first turns."""
+        """A new session; with ``card`` a card session, whose greetings are its first turns; ``user``: whose."""
         if card is None:
             if story:
                 raise ClientError("session.open: user, vars, note and note_depth need a card")
-            return LocalHandle(await self.manager.create(persona, params, model), self.manager, self.turns)
+            s = await self.manager.create(persona, params, model, user=user)
+            return LocalHandle(s, self.manager, self.turns)
         if set(card) == {"cid"} and isinstance(card["cid"], str):  # a card registered by card.put
             card = await self.cards.get(card["cid"])
         state = storyline.new_story(card, story or {}, self.manager.config.max_text).to_dict()
-        s = await self.manager.create(persona, params, model, state)
+        s = await self.manager.create(persona, params, model, state, user=user)
         await storyline.open_story(self.manager, s)
         return LocalHandle(s, self.manager, self.turns)
 

@@ -89,9 +89,15 @@ class SessionManager:
         return s
 
     async def create(
-        self, persona: str | None, params: dict[str, Any], model: str | None, story: dict[str, Any] | None = None
+        self,
+        persona: str | None,
+        params: dict[str, Any],
+        model: str | None,
+        story: dict[str, Any] | None = None,
+        user: str = "",
     ) -> Session:
-        """A new session; ``story``: a card session's story state (``Story.to_dict``), already checked."""
+        """A new session; ``story``: a card session's story state (``Story.to_dict``), already checked; ``user``:
+        who it belongs to."""
         model = model or self.config.default_model
         if model not in self.config.models:
             raise ClientError(
@@ -101,7 +107,7 @@ class SessionManager:
         self.check_text(persona, "persona")
         self._make_room()
         sid, owner = secrets.token_urlsafe(16), self.store.node_id
-        data = SessionData(sid, persona, dict(params), model, owner=owner, story=story)
+        data = SessionData(sid, persona, dict(params), model, owner=owner, story=story, user=user)
         gen = await self.store.acquire(data.sid)
         epoch = new_epoch()
         reserved = await self.store.create(data, gen, epoch)

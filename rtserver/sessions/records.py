@@ -4,7 +4,8 @@ Every record names its session and says what it is (``op``), so records stand on
 record costs the persona and params (the session comes back with defaults, and the damage is reported), not the
 turns after it.
 
-    open     sid, persona, params, model, tids (turn ids reserved so far), story? (a card session's)
+    open     sid, persona, params, model, tids (turn ids reserved so far), story? (a card session's),
+             user? (its owner; absent: "")
     turn     sid, and a TurnNode's fields
     head     sid, head                      (rollback)
     update   sid, persona, params
@@ -31,6 +32,8 @@ def open_record(data: SessionData, reserved: int) -> bytes:
         "model": data.model,
         "tids": reserved,
     }
+    if data.user:
+        record["user"] = data.user
     if data.story is not None:
         record["story"] = data.story
     return frame_record(record)
@@ -94,6 +97,7 @@ def rebuild(sid: str, records: list[dict[str, Any]], default_model: str = "defau
             data.persona, data.params, data.model = r.get("persona"), r.get("params") or {}, r.get("model") or "default"
             reserved = max(reserved, int(r.get("tids") or 0))
             data.story = r.get("story")
+            data.user = str(r.get("user") or "")
         elif op == "story":
             data.story = r.get("story")
         elif op == "turn":

@@ -35,6 +35,7 @@ class SessionData:
     # A card session's story state, as ``rtserver.story.state.Story.to_dict`` makes it: a JSON-able map (card,
     # user, vars, vars_at, note, note_depth), or None for a session without a card. Every store keeps it whole.
     story: dict[str, Any] | None = None
+    user: str = ""  # the user it belongs to ("" without auth: anyone who knows the id)
 
 
 @dataclass

@@ -90,7 +90,10 @@ class Turns:
         rule = schema_to_grammar(schema) if schema is not None else grammar
         request, lore = self._request(s, parent, user, continue_last, params, rule, kind == "impersonate")
         ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None)
-        self.pipeline.admit_turn(ctx)  # a refusal (bad grammar, busy) raises here: nothing has started
+        await self.pipeline.admit_turn(ctx)  # a refusal (bad grammar, busy, limit) raises here: nothing started
+        if s.running:  # another client's turn started while a shared limit was asked (Redis)
+            self.pipeline.undo_admit(ctx)
+            raise ClientError("a turn is running; wait for turn.end or cancel it", code="turn_running")
         node = h.new_turn(kind, user, parent)
         node.schema, node.grammar = schema, grammar
         turn = s.running = RunningTurn(node, request, structured=schema is not None, lore=lore)
@@ -240,6 +243,8 @@ class Turns:
             lore=turn.lore,
         )
         s.emit(frame, self.m.wall())
+        for after in ctx.after:  # (tracing: the durable write's span ends with turn.end)
+            after()
         log.info(
             "turn", sid=s.sid, tid=node.tid, kind=node.kind, reason=reason, code=code or None, **node.usage, **timings
         )

@@ -105,10 +105,16 @@ def test_the_filters_run_in_the_documented_order():
     assert pipeline.names == (
         "connection:upgrade",
         "connection:draining",
+        "connection:client_ip",
+        "connection:origin",
+        "connection:limits",
+        "connection:shed",
         "admit:grammar",
+        "admit:tokens",
         "admit:admission",
         "turn:errors",
         "turn:metrics",
+        "turn:tokens",
         "turn:admission",
         "turn:engine",
     )
@@ -154,17 +160,18 @@ def test_a_draining_node_refuses_new_sessions_and_turns_but_not_cancels():
     import pytest
     from rtprotocol import ProtocolError
 
+    from rtserver.filters.base import Client
     from rtserver.filters.draining import DrainingFilter
 
     draining = False
-    f = DrainingFilter(lambda: draining)
-    f.frame({"t": "say", "text": "hi"})
-    assert f.handshake("/", {}) is None
+    f, c = DrainingFilter(lambda: draining), Client("127.0.0.1")
+    f.frame({"t": "say", "text": "hi"}, c)
+    assert f.handshake("/", {}, c) is None
     draining = True
     for kind in ("say", "regenerate", "continue", "session.open"):
         with pytest.raises(ProtocolError) as info:
-            f.frame({"t": kind, "id": 4})
+            f.frame({"t": kind, "id": 4}, c)
         assert (info.value.code, info.value.frame_id) == ("shutting_down", 4)
     for kind in ("cancel", "session.resume", "session.close", "ping"):
-        f.frame({"t": kind})
-    assert f.handshake("/", {}).status == 503
+        f.frame({"t": kind}, c)
+    assert f.handshake("/", {}, c).status == 503

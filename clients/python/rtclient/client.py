@@ -18,12 +18,19 @@ carries the ``TurnResult`` with the assembled text: the pieces already yielded c
 difference is a bug on one side, never a lost frame (seq numbers catch those), so it is reported rather than
 patched over. The server's text is the one in the history: ``Session.refresh()`` reads it from a snapshot.
 A server that does not send ``xlen``/``xcrc`` is not checked.
+
+Credentials: ``token=`` is a string, or a callable (plain or async) that returns a fresh one; it is called on
+every connect and reconnect, so a short-lived user token is renewed by the app. A close with 4001
+(unauthenticated) or 4003 (forbidden) is final: the client does not retry with the same credential, and
+everything waiting fails with ``RtClientError`` of that code.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +48,9 @@ from .turn import ConnectionLost, RtClientError, TextMismatch, Turn, TurnResult
 
 __all__ = ["Client", "ConnectionLost", "RtClientError", "Session", "TextMismatch", "Turn", "TurnResult"]
 
+
+Token = str | Callable[[], str | Awaitable[str]] | None
+FINAL_CLOSES = {4001: "unauthenticated", 4003: "forbidden"}  # never a reason to retry as is
 
 _ACKS = {
     "cancel": ("turn.end",),
@@ -62,6 +72,7 @@ class Client:
         backoff: Backoff | None = None,
         open_timeout: float = 10.0,
         record: str | Path | Recorder | None = None,
+        token: Token = None,
     ) -> None:
         """``record``: a file (or a ``Recorder``) that gets every frame sent and received, with its time, in the
         format ``rtserver replay run`` plays back (``rtprotocol.recording``)."""
@@ -71,6 +82,7 @@ class Client:
             Recorder.to_file(record, url=url, sub=subprotocol) if isinstance(record, (str, Path)) else record
         )
         self._conn = 0  # this connection's number in the recording
+        self.token = token
         self.reconnect, self.backoff = reconnect, backoff or Backoff()
         self.open_timeout = open_timeout
         self.codec = Codec(subprotocol)
@@ -114,11 +126,38 @@ class Client:
         )
         if self.recorder is not None:
             self._conn = self.recorder.connection()
-        await self._wire({"t": "hello", "client": self.name, "version": "0.1.0"})
-        self.welcome = self._decoded(await self.ws.recv())
+        hello = {"t": "hello", "client": self.name, "version": "0.1.0"}
+        token = await self._token()
+        if token:
+            hello["token"] = token
+        await self._wire(hello)
+        try:
+            self.welcome = self._decoded(await self.ws.recv())
+        except ConnectionClosed as exc:
+            final = self._final(exc.rcvd.code if exc.rcvd else None)
+            if final is None:
+                raise  # an ordinary drop: the caller retries
+            raise final from None
         if self.welcome.get("t") != "welcome":
-            raise RtClientError(self.welcome.get("code", "bad_frame"), self.welcome.get("msg", "expected welcome"))
+            code = self.welcome.get("code", "bad_frame")
+            if code in FINAL_CLOSES.values():
+                await self.ws.wait_closed()  # the server closes with 4001/4003 after the error
+            raise RtClientError(code, self.welcome.get("msg", "expected welcome"))
         self._connected.set()
+
+    async def _token(self) -> str | None:
+        t = self.token
+        if t is None or isinstance(t, str):
+            return t
+        got = t()
+        return await got if inspect.isawaitable(got) else got
+
+    @staticmethod
+    def _final(code: int | None) -> RtClientError | None:
+        """The error a final close code stands for (4001, 4003), else None."""
+        if code in FINAL_CLOSES:
+            return RtClientError(FINAL_CLOSES[code], f"the server closed the connection with {code}: final")
+        return None
 
     async def close(self) -> None:
         self._closed = True
@@ -154,11 +193,15 @@ class Client:
             except GapError:  # a frame was lost on a live connection: start over and resume from what we have
                 await self.ws.close()
             self._connected.clear()
+            final = self._final(self.ws.close_code)
+            if final is not None:
+                self._fail_all(final)
+                return
             if self._closed or not self.reconnect:
                 self._fail_all(ConnectionLost("connection closed"))
                 return
             if not await self._reconnect():
-                self._fail_all(ConnectionLost("could not reconnect"))
+                self._fail_all(self._gone or ConnectionLost("could not reconnect"))
                 return
 
     async def _reconnect(self) -> bool:
@@ -168,6 +211,11 @@ class Client:
                 await self._open()
             except (OSError, ConnectionClosed, TimeoutError, websockets.InvalidHandshake):
                 continue
+            except RtClientError as exc:
+                if exc.code not in FINAL_CLOSES.values():
+                    continue  # busy, rate_limited at hello: try again after the next delay
+                self._gone = exc  # refused credential (4001/4003): final, no more tries
+                return False
             self.reconnects += 1
             for fut in self._waiting.values():  # replies to requests sent on the old socket will not come
                 if not fut.done():
