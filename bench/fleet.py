@@ -73,9 +73,9 @@ def redis_cpu(r: redis.Redis) -> float:
 
 
 class Fleet:
-    def __init__(self, tmp: Path, rate: float, stamp: bool = True) -> None:
+    def __init__(self, tmp: Path, rate: float, stamp: bool = True, fsync: str = "always") -> None:
         self.tmp, self.rate, self.stamp = tmp, rate, stamp
-        self.redis = RedisProc(tmp / "redis").start()
+        self.redis = RedisProc(tmp / "redis", extra=["--appendfsync", fsync]).start()
         self.nodes: list[tuple[subprocess.Popen[str], str]] = [self.start(i) for i in range(3)]
 
     def start(self, i: int) -> tuple[subprocess.Popen[str], str]:
@@ -197,9 +197,10 @@ async def main() -> None:
     ap.add_argument("--tokens", type=int, default=40)
     ap.add_argument("--resumes", type=int, default=200)
     ap.add_argument("--failovers", type=int, default=5)
+    ap.add_argument("--appendfsync", default="always", help="Redis's: always (the tests') or everysec (its default)")
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        fl = Fleet(Path(tmp), a.rate)
+        fl = Fleet(Path(tmp), a.rate, fsync=a.appendfsync)
         try:
             ping = redis.Redis.from_url(fl.redis.url)
             rtt = []
@@ -207,7 +208,7 @@ async def main() -> None:
                 t0 = time.perf_counter()
                 ping.ping()
                 rtt.append((time.perf_counter() - t0) * 1000)
-            result = {"redis_ping_ms": summary(rtt), "rate": a.rate}
+            result = {"redis_ping_ms": summary(rtt), "rate": a.rate, "appendfsync": a.appendfsync}
             result["relay"] = await relay(fl, a.sessions, a.seconds, a.tokens)
             print("relay", result["relay"], flush=True)
             result["resume"] = await resume(fl, a.resumes)
@@ -216,7 +217,7 @@ async def main() -> None:
             print("failover", result["failover"], flush=True)
         finally:
             fl.close()
-    print(write_json(f"fleet-{a.sessions}x{int(a.rate)}", result))
+    print(write_json(f"fleet-{a.sessions}x{int(a.rate)}-{a.appendfsync}", result))
 
 
 if __name__ == "__main__":

@@ -102,12 +102,14 @@ class FrameSink:
             order.append(sid)
             msg = pack([b.epoch, b.first, b.frames])
             args: list[Any] = [b.gen, b.epoch, b.first, self.maxlen, self.ttl_ms, b.at, msg, b.running, *b.frames]
-            await self._append(keys=session_keys(sid), args=args, client=pipe)
+            # EVALSHA itself, not the script object: with a script object redis-py asks SCRIPT EXISTS first,
+            # a round trip more per batch. The script is loaded at start; a node without it is handled below.
+            pipe.evalsha(self._append.sha, 3, *session_keys(sid), *args)
         try:
             results = await pipe.execute(raise_on_error=False)
             again = {k: b for k, r in zip(batches, results, strict=True) if isinstance(r, NoScriptError)}
-            if again and retry:  # a cluster pipeline does not load scripts, and a restarted or promoted node has none:
-                await self.load_script()  # load them, and send again what was refused (it wrote nothing)
+            if again and retry:  # a Redis restarted or a replica promoted has no scripts: load them, and send again
+                await self.load_script()  # what was refused (it wrote nothing)
                 await self._flush(again, retry=False)
                 results = [r for r in results if not isinstance(r, NoScriptError)]
                 order = [sid for sid, k in zip(order, batches, strict=True) if k not in again]
