@@ -56,6 +56,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--resume-grace", type=float, help=f"seconds a turn outlives its clients (default {d.resume_grace})")
     s.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    s.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="serve the demo page (chat, story, NPC scene) at http://HOST:PORT/, beside the WebSocket endpoint",
+    )
     j = sub.add_parser("journal", help="inspect the session journal under a data dir")
     jsub = j.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
     c = jsub.add_parser(

@@ -29,6 +29,7 @@ from websockets.typing import Subprotocol
 
 from . import __version__
 from .connection import CLOSE_TIMEOUT, Connection
+from .demo import DemoPage
 from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
 from .filters import build_pipeline
@@ -104,6 +105,7 @@ class Server:
         self.connections: set[Connection] = set()
         self.frames_closed = 0  # frames sent by connections already gone; live ones are summed on scrape
         self.metrics.watch_frames(lambda: self.frames_closed + sum(c.sent for c in self.connections))
+        self.demo = DemoPage() if s.demo else None  # --demo: the demo page at / (plain GETs only)
         self.ready = False
         self.draining = False
         self._stop = asyncio.Event()
@@ -142,6 +144,8 @@ class Server:
             )
             return Response(200, "OK", headers, body)
         fields = {k.lower(): v for k, v in request.headers.raw_items()}
+        if self.demo is not None and (page := self.demo.response(path, fields)) is not None:
+            return page
         for f in self.pipeline.connection:
             refusal = f.handshake(path, fields)
             if refusal is not None:

@@ -65,6 +65,7 @@ class Settings:
     top_p: float = 0.95
     max_tokens: int = 256
     log_level: str = "info"
+    demo: bool = False  # serve the demo page (chat, story, NPC scene) at / beside the WebSocket endpoint
 
     def default_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}

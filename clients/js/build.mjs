@@ -1,8 +1,10 @@
-// Bundles src/ (and @msgpack/msgpack) into one ES module, dist/rtclient.js, that a page imports without a bundler.
-// `node build.mjs OUTFILE` writes elsewhere (the test that the committed bundle is up to date builds to a temp file).
+// Bundles src/ (and @msgpack/msgpack) into one ES module that a page imports without a bundler: dist/rtclient.js,
+// and the same bytes into rtserver/demo/rtclient.js, which `rtserver serve --demo` serves beside the demo page.
+// `node build.mjs DIR` writes rtclient.js into DIR instead (the test that the committed files are up to date).
+import { copyFile } from "node:fs/promises";
 import { build } from "esbuild";
 
-const outfile = process.argv[2] ?? "dist/rtclient.js";
+const outfile = process.argv[2] ? `${process.argv[2]}/rtclient.js` : "dist/rtclient.js";
 await build({
   entryPoints: ["src/index.ts"],
   bundle: true,
@@ -15,3 +17,4 @@ await build({
   banner: { js: "// rtserver reference client (protocol v1), built from clients/js/src by `npm run build`; do not edit." },
   logLevel: "warning",
 });
+if (!process.argv[2]) await copyFile(outfile, "../../rtserver/demo/rtclient.js");
