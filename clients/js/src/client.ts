@@ -15,7 +15,7 @@
  */
 
 import { Backoff, type BackoffOptions } from "./backoff.js";
-import { type Codec, codecFor } from "./codec.js";
+import { type Codec, codecFor, compact } from "./codec.js";
 import { Emitter } from "./emitter.js";
 import { ConnectionLost, ProtocolError, RtError } from "./errors.js";
 import {
@@ -197,7 +197,7 @@ export class Client extends Emitter<ClientEvents> implements Link {
 
   private sendNow(frame: Frame): void {
     try {
-      this.ws?.send(this.codec.encode(frame));
+      this.ws?.send(this.codec.encode(compact(frame)));
     } catch {
       // The socket is closing: its close event starts the reconnect, whose resume covers what was lost.
     }

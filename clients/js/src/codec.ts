@@ -11,7 +11,8 @@ export interface Codec {
   decode(data: unknown): Frame;
 }
 
-/** The frame without its null and undefined keys: null is absent (PROTOCOL.md §2). */
+/** The frame without its null and undefined keys: null is absent (PROTOCOL.md §2), so the client sends neither.
+ * The codecs write what they are given, nulls too (the golden vectors hold a frame with nulls). */
 export function compact(frame: Frame): Frame {
   const out: Frame = { t: frame.t };
   for (const key of Object.keys(frame)) {
@@ -39,11 +40,11 @@ export class MsgpackCodec implements Codec {
   readonly subprotocol = SUBPROTOCOL_MSGPACK;
   readonly binary = true;
   // One encoder and decoder, reused: they keep their buffers and the decoder's string cache.
-  private readonly encoder = new Encoder(undefined, undefined, 100, 2048, false, false, true);
+  private readonly encoder = new Encoder();
   private readonly decoder = new Decoder();
 
   encode(frame: Frame): Uint8Array {
-    return this.encoder.encode(compact(frame)); // a copy of the encoder's buffer, which the next frame reuses
+    return this.encoder.encode(frame); // a copy of the encoder's buffer, which the next frame reuses
   }
 
   decode(data: unknown): Frame {
@@ -64,7 +65,7 @@ export class JsonCodec implements Codec {
   readonly binary = false;
 
   encode(frame: Frame): string {
-    return JSON.stringify(compact(frame));
+    return JSON.stringify(frame);
   }
 
   decode(data: unknown): Frame {

@@ -6,7 +6,8 @@ export interface Codec {
     encode(frame: Frame): Uint8Array | string;
     decode(data: unknown): Frame;
 }
-/** The frame without its null and undefined keys: null is absent (PROTOCOL.md §2). */
+/** The frame without its null and undefined keys: null is absent (PROTOCOL.md §2), so the client sends neither.
+ * The codecs write what they are given, nulls too (the golden vectors hold a frame with nulls). */
 export declare function compact(frame: Frame): Frame;
 export declare class MsgpackCodec implements Codec {
     readonly subprotocol = "rt.v1.msgpack";
