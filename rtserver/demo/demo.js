@@ -94,7 +94,7 @@ const chat = {
   session: null,
   last: null,
   async start() {
-    this.session = await client.open({ persona: PERSONAS[$("#persona").value], params: { max_tokens: 120 } });
+    this.session = await client.open({ persona: PERSONAS[$("#persona").value], params: { max_tokens: 100 } });
     $("#chat-log").replaceChildren();
     this.last = null;
   },
@@ -117,7 +117,7 @@ const story = {
   session: null,
   passages: [], // on the active path: { parent, node, text, meta, alts: [{ tid, text }], pick }
   async start() {
-    this.session = await client.open({ persona: NARRATOR, params: { max_tokens: 200 } });
+    this.session = await client.open({ persona: NARRATOR, params: { max_tokens: 160 } });
   },
   add(prompt) {
     const node = el("div", "passage");

@@ -1643,11 +1643,11 @@ var MsgpackCodec = class {
     this.subprotocol = SUBPROTOCOL_MSGPACK;
     this.binary = true;
     // One encoder and decoder, reused: they keep their buffers and the decoder's string cache.
-    this.encoder = new Encoder(void 0, void 0, 100, 2048, false, false, true);
+    this.encoder = new Encoder();
     this.decoder = new Decoder();
   }
   encode(frame) {
-    return this.encoder.encode(compact(frame));
+    return this.encoder.encode(frame);
   }
   decode(data) {
     const bytes = bytesOf(data);
@@ -1667,7 +1667,7 @@ var JsonCodec = class {
     this.binary = false;
   }
   encode(frame) {
-    return JSON.stringify(compact(frame));
+    return JSON.stringify(frame);
   }
   decode(data) {
     if (typeof data !== "string") throw new ProtocolError("bad_frame", "rt.v1.json takes text frames; this one was binary");
@@ -2005,6 +2005,7 @@ var Session = class extends Emitter {
         const turn = this.turns.get(f.tid);
         this.turns.delete(f.tid);
         this.state.running = null;
+        if (f.code !== "store_failed") this.state.head = f.tid;
         if (turn !== void 0) endTurn(turn, f);
         break;
       }
@@ -2210,7 +2211,7 @@ var Client = class _Client extends Emitter {
   }
   sendNow(frame) {
     try {
-      this.ws?.send(this.codec.encode(frame));
+      this.ws?.send(this.codec.encode(compact(frame)));
     } catch {
     }
   }
@@ -2417,6 +2418,7 @@ export {
   Turn,
   VERSION,
   codecFor,
+  compact,
   mismatch,
   textCheck
 };

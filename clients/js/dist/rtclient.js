@@ -2005,6 +2005,7 @@ var Session = class extends Emitter {
         const turn = this.turns.get(f.tid);
         this.turns.delete(f.tid);
         this.state.running = null;
+        if (f.code !== "store_failed") this.state.head = f.tid;
         if (turn !== void 0) endTurn(turn, f);
         break;
       }

@@ -161,6 +161,8 @@ export class Session extends Emitter<SessionEvents> {
         const turn = this.turns.get(f.tid as number);
         this.turns.delete(f.tid as number);
         this.state.running = null;
+        // The head moves to a turn that ended in the history (a store_failed one is not in it).
+        if (f.code !== "store_failed") this.state.head = f.tid as number;
         if (turn !== undefined) endTurn(turn, f as TurnEnd);
         break;
       }
