@@ -10,7 +10,11 @@ from websockets.datastructures import Headers
 from websockets.http11 import Response
 
 DEMO_DIR = Path(__file__).parent
-TYPES = {".html": "text/html; charset=utf-8", ".css": "text/css; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+}
 
 
 class DemoPage:
@@ -24,4 +28,6 @@ class DemoPage:
             return None
         body, kind = self.files[path]
         fields = [("Content-Type", kind), ("Content-Length", str(len(body))), ("Cache-Control", "no-cache")]
-        return Response(200, "OK", Headers([*fields, ("X-Content-Type-Options", "nosniff"), ("Connection", "close")]), body)
+        return Response(
+            200, "OK", Headers([*fields, ("X-Content-Type-Options", "nosniff"), ("Connection", "close")]), body
+        )
