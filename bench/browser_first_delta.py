@@ -2,7 +2,8 @@
 
 Each round starts ``rtserver serve --demo`` on the bundled model (core 0, one llama.cpp thread), then:
 - headless Chromium (core 1) opens the demo page, chat mode, and sends ``--turns`` lines with Enter; the page
-  times the keydown event to the DOM mutation that adds the reply's first text (clients/js/bench/);
+  times the keydown event to the DOM mutation that adds the reply's first text, and to the client's decoding of
+  that delta (the rest is the page's own handling) (clients/js/bench/);
 - the Python client (core 1) opens a session with the same persona and parameters and says the same lines,
   timing ``say()`` to its first piece.
 The first turn of each session is cold (its persona is prefilled) and left out: the figures are warm turns.
@@ -78,12 +79,21 @@ def main() -> None:
                 py = asyncio.run(python_round(url, b["session"]["persona"], b["session"]["params"], b["lines"]))
             finally:
                 stop(proc)
-        runs.append({"browser_key_to_dom_ms": b["key_to_dom_ms"], **py, "decode_us": b["decode_us"]})
+        runs.append(
+            {
+                "browser_key_to_dom_ms": b["key_to_dom_ms"],
+                "browser_key_to_decoded_ms": b["key_to_frame_ms"],
+                **py,
+                "decode_us": b["decode_us"],
+            }
+        )
         frame_hex = b["frame_hex"]
-    warm = {k: [v for r in runs for v in r[k][1:]] for k in ("browser_key_to_dom_ms", "say_to_first_piece_ms")}
+    keys = ("browser_key_to_dom_ms", "browser_key_to_decoded_ms", "say_to_first_piece_ms")
+    warm = {k: [v for r in runs for v in r[k][1:] if v is not None] for k in keys}
     result = {
         "params": vars(a),
         "browser_key_to_dom_warm_ms": summary(warm["browser_key_to_dom_ms"]),
+        "browser_key_to_decoded_warm_ms": summary(warm["browser_key_to_decoded_ms"]),
         "python_say_to_first_piece_warm_ms": summary(warm["say_to_first_piece_ms"]),
         "browser_p50_by_run": [summary(r["browser_key_to_dom_ms"][1:])["p50"] for r in runs],
         "python_p50_by_run": [summary(r["say_to_first_piece_ms"][1:])["p50"] for r in runs],

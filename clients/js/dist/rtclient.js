@@ -1729,6 +1729,52 @@ function timer(seconds, fn) {
   return () => clearTimeout(handle);
 }
 
+// src/handshake.ts
+function handshake(h) {
+  return new Promise((resolve, reject) => {
+    const ws = new h.WebSocket(h.url, [h.codec.subprotocol]);
+    ws.binaryType = "arraybuffer";
+    let settled = false;
+    const fail = (error) => {
+      if (settled) return;
+      settled = true;
+      stop();
+      ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      try {
+        ws.close();
+      } catch {
+      }
+      reject(error);
+    };
+    const stop = timer(h.openTimeout, () => fail(new ConnectionLost("no welcome in time")));
+    ws.onerror = () => {
+    };
+    ws.onclose = (ev) => fail(new ConnectionLost(`closed before welcome (${ev.code} ${ev.reason})`));
+    ws.onopen = () => {
+      const hello = { t: "hello", client: h.name, version: h.version };
+      if (h.token !== void 0) hello.token = h.token;
+      ws.send(h.codec.encode(hello));
+    };
+    ws.onmessage = (ev) => {
+      let f;
+      try {
+        f = h.codec.decode(ev.data);
+      } catch (exc) {
+        fail(exc);
+        return;
+      }
+      if (f.t !== "welcome") {
+        fail(new RtError(f.code ?? "bad_frame", f.msg ?? "expected welcome"));
+        return;
+      }
+      settled = true;
+      stop();
+      ws.onopen = ws.onmessage = ws.onclose = null;
+      resolve({ ws, welcome: f });
+    };
+  });
+}
+
 // src/sequence.ts
 var GapError = class extends Error {
   constructor(expected, got) {
@@ -2119,6 +2165,10 @@ var Client = class _Client extends Emitter {
     this.welcome = null;
     this.reconnects = 0;
     this.state = "connecting";
+    this.stopKeepalive = () => {
+    };
+    this.heard = 0;
+    // when the socket last delivered a frame (ms)
     this.ws = null;
     this.socketNo = 0;
     // which socket this is (1, 2, ...): replies to requests sent on an older one will not come
@@ -2131,6 +2181,8 @@ var Client = class _Client extends Emitter {
     const b = options.backoff;
     this.backoff = b instanceof Backoff ? b : new Backoff(b);
     this.sleep = options.sleep ?? sleep;
+    this.timer = options.timer ?? timer;
+    this.now = options.now ?? Date.now;
   }
   /** A connected client. */
   static async connect(url, options = {}) {
@@ -2171,6 +2223,7 @@ var Client = class _Client extends Emitter {
     if (this.state === "closed") return;
     const ws = this.ws;
     this.ws = null;
+    this.stopKeepalive();
     ws?.close(1e3, "client closed");
     this.giveUp(new ConnectionLost("client closed"));
   }
@@ -2217,57 +2270,42 @@ var Client = class _Client extends Emitter {
   }
   /** Opens a socket, says hello and waits for welcome; on success it becomes the client's socket. */
   async openSocket() {
-    const { token } = this.options;
-    const credential = typeof token === "function" ? await token() : token;
-    await new Promise((resolve, reject) => {
-      const ws = new this.WS(this.url, [this.codec.subprotocol]);
-      ws.binaryType = "arraybuffer";
-      let settled = false;
-      const fail = (error) => {
-        if (settled) return;
-        settled = true;
-        stop();
-        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-        try {
-          ws.close();
-        } catch {
-        }
-        reject(error);
-      };
-      const stop = timer(this.options.openTimeout ?? 10, () => fail(new ConnectionLost("no welcome in time")));
-      ws.onerror = () => {
-      };
-      ws.onclose = (ev) => fail(new ConnectionLost(`closed before welcome (${ev.code} ${ev.reason})`));
-      ws.onopen = () => {
-        const hello = { t: "hello", client: this.options.name ?? "rtclient-js", version: VERSION };
-        if (credential !== void 0) hello.token = credential;
-        ws.send(this.codec.encode(hello));
-      };
-      ws.onmessage = (ev) => {
-        let f;
-        try {
-          f = this.codec.decode(ev.data);
-        } catch (exc) {
-          fail(exc);
-          return;
-        }
-        if (f.t !== "welcome") {
-          fail(new RtError(f.code ?? "bad_frame", f.msg ?? "expected welcome"));
-          return;
-        }
-        settled = true;
-        stop();
-        this.welcome = f;
-        this.ws = ws;
-        this.socketNo++;
-        ws.onmessage = (e) => this.onMessage(ws, e.data);
-        ws.onclose = (e) => this.onClose(ws, e.code, e.reason);
-        resolve();
-      };
+    const { token, name, openTimeout } = this.options;
+    const { ws, welcome } = await handshake({
+      url: this.url,
+      WebSocket: this.WS,
+      codec: this.codec,
+      name: name ?? "rtclient-js",
+      version: VERSION,
+      token: typeof token === "function" ? await token() : token,
+      openTimeout: openTimeout ?? 10
     });
+    this.welcome = welcome;
+    this.ws = ws;
+    this.socketNo++;
+    this.heard = this.now();
+    ws.onmessage = (e) => this.onMessage(ws, e.data);
+    ws.onclose = (e) => this.onClose(ws, e.code, e.reason);
+    this.keepalive(ws, this.options.keepalive ?? welcome.hb);
+  }
+  /** Every `seconds`, a ping; a socket from which nothing came for two periods is dropped (a browser cannot see
+   * the server's WebSocket pings go unanswered, so a half-open connection is found this way). 0: off. */
+  keepalive(ws, seconds) {
+    if (!(seconds > 0)) return;
+    const tick = () => {
+      if (ws !== this.ws) return;
+      if (this.now() - this.heard > 2 * seconds * 1e3) {
+        this.dropConnection();
+        return;
+      }
+      this.sendNow({ t: "ping" });
+      this.stopKeepalive = this.timer(seconds, tick);
+    };
+    this.stopKeepalive = this.timer(seconds, tick);
   }
   onMessage(ws, data) {
     if (ws !== this.ws) return;
+    this.heard = this.now();
     let f;
     try {
       f = this.codec.decode(data);
@@ -2286,6 +2324,8 @@ var Client = class _Client extends Emitter {
   onClose(ws, code, reason) {
     if (ws !== this.ws) return;
     this.ws = null;
+    this.stopKeepalive();
+    if (this.isClosed()) return;
     this.emit("disconnected", { code, reason });
     if (this.options.reconnect === false || NO_RECONNECT.has(code)) {
       this.giveUp(new ConnectionLost(`connection closed (${code} ${reason})`));

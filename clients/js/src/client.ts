@@ -28,6 +28,7 @@ import {
   type Subprotocol,
   type Welcome,
 } from "./frames.js";
+import { handshake } from "./handshake.js";
 import { defaultWebSocket, sleep, timer, type WebSocketConstructor, type WebSocketLike } from "./host.js";
 import { GapError } from "./sequence.js";
 import { type Link, Session } from "./session.js";
@@ -44,7 +45,11 @@ export interface ClientOptions {
   reconnect?: boolean; // default true
   backoff?: Backoff | BackoffOptions;
   openTimeout?: number; // seconds to open the socket and get welcome (default 10)
-  sleep?: (seconds: number) => Promise<void>; // injected by tests
+  /** Seconds between keepalive pings (default: welcome.hb, the server's heartbeat); 0 turns them off. */
+  keepalive?: number;
+  sleep?: (seconds: number) => Promise<void>; // injected by tests, with timer and now
+  timer?: (seconds: number, fn: () => void) => () => void; // returns the function that stops it
+  now?: () => number; // milliseconds
 }
 
 export interface OpenOptions {
@@ -83,6 +88,10 @@ export class Client extends Emitter<ClientEvents> implements Link {
   private readonly codec: Codec;
   private readonly backoff: Backoff;
   private readonly sleep: (seconds: number) => Promise<void>;
+  private readonly timer: (seconds: number, fn: () => void) => () => void;
+  private stopKeepalive = (): void => {};
+  private readonly now: () => number;
+  private heard = 0; // when the socket last delivered a frame (ms)
   private ws: WebSocketLike | null = null;
   private socketNo = 0; // which socket this is (1, 2, ...): replies to requests sent on an older one will not come
   private ids = 0;
@@ -100,6 +109,8 @@ export class Client extends Emitter<ClientEvents> implements Link {
     const b = options.backoff;
     this.backoff = b instanceof Backoff ? b : new Backoff(b);
     this.sleep = options.sleep ?? sleep;
+    this.timer = options.timer ?? timer;
+    this.now = options.now ?? Date.now;
   }
 
   /** A connected client. */
@@ -147,6 +158,7 @@ export class Client extends Emitter<ClientEvents> implements Link {
     if (this.state === "closed") return;
     const ws = this.ws;
     this.ws = null;
+    this.stopKeepalive();
     ws?.close(1000, "client closed");
     this.giveUp(new ConnectionLost("client closed"));
   }
@@ -205,58 +217,44 @@ export class Client extends Emitter<ClientEvents> implements Link {
 
   /** Opens a socket, says hello and waits for welcome; on success it becomes the client's socket. */
   private async openSocket(): Promise<void> {
-    const { token } = this.options;
-    const credential = typeof token === "function" ? await token() : token;
-    await new Promise<void>((resolve, reject) => {
-      const ws = new this.WS(this.url, [this.codec.subprotocol]);
-      ws.binaryType = "arraybuffer";
-      let settled = false;
-      const fail = (error: unknown): void => {
-        if (settled) return;
-        settled = true;
-        stop();
-        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
-        try {
-          ws.close();
-        } catch {
-          // already closed
-        }
-        reject(error);
-      };
-      const stop = timer(this.options.openTimeout ?? 10, () => fail(new ConnectionLost("no welcome in time")));
-      ws.onerror = () => {}; // the close event that follows says what happened
-      ws.onclose = (ev) => fail(new ConnectionLost(`closed before welcome (${ev.code} ${ev.reason})`));
-      ws.onopen = () => {
-        const hello: Frame = { t: "hello", client: this.options.name ?? "rtclient-js", version: VERSION };
-        if (credential !== undefined) hello.token = credential;
-        ws.send(this.codec.encode(hello));
-      };
-      ws.onmessage = (ev) => {
-        let f: Frame;
-        try {
-          f = this.codec.decode(ev.data);
-        } catch (exc) {
-          fail(exc);
-          return;
-        }
-        if (f.t !== "welcome") {
-          fail(new RtError((f.code as string) ?? "bad_frame", (f.msg as string) ?? "expected welcome"));
-          return;
-        }
-        settled = true;
-        stop();
-        this.welcome = f as Welcome;
-        this.ws = ws;
-        this.socketNo++;
-        ws.onmessage = (e) => this.onMessage(ws, e.data);
-        ws.onclose = (e) => this.onClose(ws, e.code, e.reason);
-        resolve();
-      };
+    const { token, name, openTimeout } = this.options;
+    const { ws, welcome } = await handshake({
+      url: this.url,
+      WebSocket: this.WS,
+      codec: this.codec,
+      name: name ?? "rtclient-js",
+      version: VERSION,
+      token: typeof token === "function" ? await token() : token,
+      openTimeout: openTimeout ?? 10,
     });
+    this.welcome = welcome;
+    this.ws = ws;
+    this.socketNo++;
+    this.heard = this.now();
+    ws.onmessage = (e) => this.onMessage(ws, e.data);
+    ws.onclose = (e) => this.onClose(ws, e.code, e.reason);
+    this.keepalive(ws, this.options.keepalive ?? welcome.hb);
+  }
+
+  /** Every `seconds`, a ping; a socket from which nothing came for two periods is dropped (a browser cannot see
+   * the server's WebSocket pings go unanswered, so a half-open connection is found this way). 0: off. */
+  private keepalive(ws: WebSocketLike, seconds: number): void {
+    if (!(seconds > 0)) return;
+    const tick = (): void => {
+      if (ws !== this.ws) return;
+      if (this.now() - this.heard > 2 * seconds * 1000) {
+        this.dropConnection();
+        return;
+      }
+      this.sendNow({ t: "ping" });
+      this.stopKeepalive = this.timer(seconds, tick);
+    };
+    this.stopKeepalive = this.timer(seconds, tick);
   }
 
   private onMessage(ws: WebSocketLike, data: unknown): void {
     if (ws !== this.ws) return; // a socket given up on
+    this.heard = this.now();
     let f: Frame;
     try {
       f = this.codec.decode(data);
@@ -276,6 +274,8 @@ export class Client extends Emitter<ClientEvents> implements Link {
   private onClose(ws: WebSocketLike, code: number, reason: string): void {
     if (ws !== this.ws) return;
     this.ws = null;
+    this.stopKeepalive();
+    if (this.isClosed()) return; // closed by the application while a reconnect was opening this socket
     this.emit("disconnected", { code, reason });
     if (this.options.reconnect === false || NO_RECONNECT.has(code)) {
       this.giveUp(new ConnectionLost(`connection closed (${code} ${reason})`));

@@ -30,7 +30,11 @@ export interface ClientOptions {
     reconnect?: boolean;
     backoff?: Backoff | BackoffOptions;
     openTimeout?: number;
+    /** Seconds between keepalive pings (default: welcome.hb, the server's heartbeat); 0 turns them off. */
+    keepalive?: number;
     sleep?: (seconds: number) => Promise<void>;
+    timer?: (seconds: number, fn: () => void) => () => void;
+    now?: () => number;
 }
 export interface OpenOptions {
     persona?: string;
@@ -68,6 +72,10 @@ export declare class Client extends Emitter<ClientEvents> implements Link {
     private readonly codec;
     private readonly backoff;
     private readonly sleep;
+    private readonly timer;
+    private stopKeepalive;
+    private readonly now;
+    private heard;
     private ws;
     private socketNo;
     private ids;
@@ -97,6 +105,9 @@ export declare class Client extends Emitter<ClientEvents> implements Link {
     private sendNow;
     /** Opens a socket, says hello and waits for welcome; on success it becomes the client's socket. */
     private openSocket;
+    /** Every `seconds`, a ping; a socket from which nothing came for two periods is dropped (a browser cannot see
+     * the server's WebSocket pings go unanswered, so a half-open connection is found this way). 0: off. */
+    private keepalive;
     private onMessage;
     private onClose;
     private reconnect;

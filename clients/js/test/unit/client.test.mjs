@@ -205,3 +205,27 @@ test("close code 1008 (malformed frames) is not reconnected", async () => {
   await assert.rejects(turn.result, ConnectionLost);
   assert.equal(server.received.filter((f) => f.t === "hello").length, 1);
 });
+
+test("keepalive: pings every period; a socket silent for two periods is dropped and resumed", async () => {
+  const server = new FakeServer();
+  let now = 0;
+  const timers = [];
+  const timer = (s, fn) => {
+    timers.push({ s, fn });
+    return () => {};
+  };
+  const { client } = await connected(server, { timer, now: () => now, keepalive: 5 });
+  const session = await client.open();
+  const fire = () => timers.shift().fn();
+  now += 5000;
+  fire(); // heard from recently (the session frame at t=0): a ping
+  await server.next("ping");
+  for (const s of server.sockets) s.deliver = () => {}; // the server goes silent (a half-open connection)
+  now += 11000;
+  fire(); // 11 s without a frame since the pong: more than two periods
+  await server.next("session.resume");
+  assert.equal(client.reconnects, 1);
+  assert.equal(timers.at(-1).s, 5);
+  assert.equal(session.closed, false);
+  client.close();
+});
