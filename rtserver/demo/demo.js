@@ -120,6 +120,7 @@ const story = {
     this.session = await client.open({ persona: NARRATOR, params: { max_tokens: 160 } });
   },
   add(prompt) {
+    this.passages.at(-1)?.altsNode.replaceChildren(); // versions can be picked on the last passage only
     const node = el("div", "passage");
     if (prompt) node.append(el("span", "prompt", prompt));
     const text = el("span", "text");
@@ -177,6 +178,7 @@ const story = {
     await this.session.rollback(passage.parent ?? 0);
     this.passages.pop();
     passage.node.remove();
+    if (this.passages.length) this.drawAlts(this.passages.at(-1));
   },
 };
 

@@ -95,9 +95,11 @@ test("story: regenerate offers versions, a version is picked, continue extends, 
   await page.waitForSelector(".passage >> nth=1");
   await page.waitForFunction(ended(".passage:nth-child(2) .reply-meta"), ".passage:nth-child(2) .reply-meta");
   assert.equal((await story()).head, 3);
+  assert.equal(await page.locator(".passage .alts button").count(), 0); // versions only on the last passage
   await page.click("#story-rollback");
   await page.waitForFunction(() => window.rtdemo.modes.story.session.state.head === 1);
   assert.equal(await page.locator(".passage").count(), 1);
+  assert.equal(await page.locator(".passage .alts button").count(), 2); // its versions are back
   assert.deepEqual(errors, []);
   await page.close();
 });
