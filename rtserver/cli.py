@@ -80,6 +80,12 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--allowed-origins", metavar="LIST", help="comma-separated browser origins allowed (default: any)")
     s.add_argument("--trusted-proxies", metavar="LIST", help="addresses/CIDRs whose X-Forwarded-For is believed")
     s.add_argument("--limits-fail", choices=["open", "closed"], help="with --redis, when Redis is unreachable")
+    s.add_argument(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="serve the demo page (chat, story, NPC scene) at http://HOST:PORT/, beside the WebSocket endpoint",
+    )
     j = sub.add_parser("journal", help="inspect the session journal under a data dir")
     jsub = j.add_subparsers(dest="journal_command", metavar="ACTION", required=True)
     c = jsub.add_parser(

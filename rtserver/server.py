@@ -33,6 +33,7 @@ from .audit.events import SecurityEvents
 from .audit.log import AuditLog
 from .auth import setup as auth_setup
 from .connection import CLOSE_TIMEOUT, Connection
+from .demo import DemoPage
 from .engine.base import Engine
 from .engine.scripted import ScriptedEngine
 from .filters import build_pipeline
@@ -152,6 +153,7 @@ class Server:
         self.connections: set[Connection] = set()
         self.frames_closed = 0  # frames sent by connections already gone; live ones are summed on scrape
         self.metrics.watch_frames(lambda: self.frames_closed + sum(c.sent for c in self.connections))
+        self.demo = DemoPage() if s.demo else None  # --demo: the demo page at / (plain GETs only)
         self.ready = False
         self.draining = False
         self._stop = asyncio.Event()
@@ -198,6 +200,8 @@ class Server:
             )
             return Response(200, "OK", headers, body)
         fields = {k.lower(): v for k, v in request.headers.raw_items()}
+        if self.demo is not None and (page := self.demo.response(path, fields)) is not None:
+            return page
         client = Client(peer=str(conn.remote_address[0]) if conn.remote_address else "")
         for f in self.pipeline.connection:
             refusal = f.handshake(path, fields, client)

@@ -92,6 +92,7 @@ class Settings:
     log_level: str = "info"
     record_dir: str = ""  # server-side replay recordings (rtprotocol.recording) go here, one file per connection
     record_sessions: str = ""  # ... of the connections that attach to these session ids (comma-separated); * = all
+    demo: bool = False  # serve the demo page (chat, story, NPC scene) at / beside the WebSocket endpoint
 
     def default_params(self) -> dict[str, Any]:
         return {"temperature": self.temperature, "top_p": self.top_p, "max_tokens": self.max_tokens}
