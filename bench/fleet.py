@@ -59,6 +59,8 @@ class Conn:
             f = await self.recv()
             if f["t"] == kind:
                 return f
+            if f["t"] == "error":  # a benchmark that meets an error measures nothing: stop
+                raise RuntimeError(f"error frame while waiting for {kind}: {f}")
 
 
 def cpu_busy() -> tuple[int, int]:
@@ -80,7 +82,7 @@ class Fleet:
 
     def start(self, i: int) -> tuple[subprocess.Popen[str], str]:
         args = ["--engine", "scripted", "--scripted-rate", str(self.rate), "--scripted-words", "100000",
-                "--redis", self.redis.url, "--node-id", f"n{i}"]  # fmt: skip
+                "--slots", "512", "--redis", self.redis.url, "--node-id", f"n{i}"]  # fmt: skip
         env = {"RTSERVER_SCRIPTED_STAMP": "1" if self.stamp else "0"}
         return start_rtserver(args, None, self.tmp / f"d{i}", env)
 
@@ -114,6 +116,8 @@ async def relay(fl: Fleet, sessions: int, seconds: float, tokens: int) -> dict[s
                     deltas += count
                 elif f["t"] == "turn.end":
                     return
+                elif f["t"] == "error":
+                    raise RuntimeError(f"error frame: {f}")
 
         while time.monotonic() < end:
             await own.send({"t": "say", "sid": sid, "text": "go", "params": {"max_tokens": tokens}})

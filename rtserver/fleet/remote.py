@@ -13,6 +13,8 @@ from rtprotocol import Resume, encode_msgpack
 from rtprotocol import frames as F
 
 from ..errors import Busy, ClientError
+from ..filters.base import CLIENT, Client
+from ..principal import Principal
 from ..sessions.handle import LocalHandle, SessionHandle, Sessions
 from ..sessions.manager import SessionManager
 from ..sessions.session import Session, Subscriber
@@ -25,6 +27,28 @@ from .store import RedisStore
 log = structlog.get_logger("rtserver.fleet")
 
 AHEAD_WAIT_S = 1.0  # how long a resume a moment ahead of the frame stream waits for the relay to catch up
+
+
+def asker() -> dict[str, Any] | None:
+    """The connection carrying out this frame, as a forwarded turn takes it to the owner."""
+    c = CLIENT.get()
+    if c is None:
+        return None
+    p = c.principal
+    who: dict[str, Any] = {"ip": c.ip or c.peer, "traceparent": c.traceparent}
+    if p is not None:
+        who.update(user=p.user, kind=p.kind, limits=[list(kv) for kv in p.limits])
+    return who
+
+
+def as_client(who: dict[str, Any]) -> Client:
+    principal = None
+    if "user" in who:
+        principal = Principal(user=who["user"], kind=who.get("kind", "anon"),
+                              limits=tuple((str(k), float(v)) for k, v in who.get("limits") or ()))  # fmt: skip
+    return Client(peer="relay", ip=who.get("ip", ""), principal=principal, traceparent=who.get("traceparent", ""))
+
+
 UNKNOWN = "no session with this id: it was closed, expired or never existed; open a new one"
 
 
@@ -86,6 +110,8 @@ class FleetSessions(Sessions):
         if op == "leave":
             return h.session.leave(args["who_id"])
         if op == "turn":
+            if args.get("asker"):  # who asked, on its node: its limits, audit and trace go with the turn
+                CLIENT.set(as_client(args["asker"]))
             await h.turn(args["kind"], args["user"], args["params"], args["id"],
                          schema=args.get("schema"), grammar=args.get("grammar"))  # fmt: skip
         elif op == "cancel":
@@ -191,7 +217,7 @@ class RemoteHandle:
         raise Busy("the session is moving between nodes; retry shortly", retry_after=1.0)
 
     async def turn(self, kind: str, user: str | None, params: dict[str, Any], frame_id: Any, **rule: Any) -> None:
-        await self._call("turn", kind=kind, user=user, params=params, id=frame_id, **rule)
+        await self._call("turn", kind=kind, user=user, params=params, id=frame_id, asker=asker(), **rule)
 
     async def cancel(self, *, if_running: bool = False) -> None:
         await self._call("cancel", if_running=if_running)
