@@ -127,3 +127,36 @@ def start_bare(cpus: str | None, rate: float = 20.0) -> tuple[subprocess.Popen[s
     assert proc.stdout is not None
     proc.stdout.readline()  # "listening"
     return proc, f"ws://127.0.0.1:{port}/"
+
+
+class Conn:
+    """A raw msgpack WebSocket client for benchmarks: every frame as it comes, nothing hidden."""
+
+    def __init__(self, ws: Any) -> None:
+        from rtprotocol import Codec
+
+        self.ws, self.codec = ws, Codec("rt.v1.msgpack")
+
+    @classmethod
+    async def open(cls, url: str) -> Any:
+        import websockets
+
+        c = cls(await websockets.connect(url, subprotocols=["rt.v1.msgpack"], compression=None))  # type: ignore[list-item]
+        await c.send({"t": "hello"})
+        await c.recv()
+        return c
+
+    async def send(self, frame: dict[str, Any]) -> None:
+        await self.ws.send(self.codec.encode(frame))
+
+    async def recv(self) -> dict[str, Any]:
+        return self.codec.decode(await self.ws.recv())  # type: ignore[no-any-return]
+
+    async def until(self, kind: str) -> dict[str, Any]:
+        """The next frame of type ``kind``; an error frame stops the benchmark (it would measure nothing)."""
+        while True:
+            f = await self.recv()
+            if f["t"] == kind:
+                return f
+            if f["t"] == "error":
+                raise RuntimeError(f"error frame while waiting for {kind}: {f}")

@@ -27,40 +27,11 @@ from typing import Any
 
 import redis
 import websockets
-from rtprotocol import Codec
 
-from .common import start_rtserver, stop, summary, write_json
+from .common import Conn, start_rtserver, stop, summary, write_json
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tests.redisproc import RedisProc  # noqa: E402
-
-CODEC = Codec("rt.v1.msgpack")
-
-
-class Conn:
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-
-    @classmethod
-    async def open(cls, url: str) -> Conn:
-        c = cls(await websockets.connect(url, subprotocols=["rt.v1.msgpack"], compression=None))  # type: ignore[list-item]
-        await c.send({"t": "hello"})
-        await c.recv()
-        return c
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.ws.send(CODEC.encode(frame))
-
-    async def recv(self) -> dict[str, Any]:
-        return CODEC.decode(await self.ws.recv())  # type: ignore[no-any-return]
-
-    async def until(self, kind: str) -> dict[str, Any]:
-        while True:
-            f = await self.recv()
-            if f["t"] == kind:
-                return f
-            if f["t"] == "error":  # a benchmark that meets an error measures nothing: stop
-                raise RuntimeError(f"error frame while waiting for {kind}: {f}")
 
 
 def cpu_busy() -> tuple[int, int]:

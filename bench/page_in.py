@@ -21,32 +21,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from . import common
 from .common import start_rtserver, stop, summary, write_json
 
 IDLE_S = "1.0"  # session_idle_s: paged sessions leave memory a second after their connection closes
 
 
-class Conn:
-    def __init__(self, ws: Any) -> None:
-        from rtprotocol import Codec
-
-        self.ws, self.codec = ws, Codec("rt.v1.msgpack")
-
-    @classmethod
-    async def open(cls, url: str) -> Conn:
-        import websockets
-
-        c = cls(await websockets.connect(url, subprotocols=["rt.v1.msgpack"], compression=None))  # type: ignore[list-item]
-        await c.send({"t": "hello"})
-        await c.recv()
-        return c
-
-    async def send(self, frame: dict[str, Any]) -> None:
-        await self.ws.send(self.codec.encode(frame))
-
-    async def recv(self) -> dict[str, Any]:
-        return self.codec.decode(await self.ws.recv())  # type: ignore[no-any-return]
-
+class Conn(common.Conn):
     async def turn(self, sid: str, text: str) -> float:
         """Milliseconds from sending ``say`` to the first delta; waits for the turn's end."""
         t0 = time.perf_counter()
