@@ -235,6 +235,7 @@ class Server:
         await self.maintenance.stop()
         await self.manager.park_all()
         await self.store.close()
+        await self.pipeline.close()
         for engine in self.engines.values():
             await engine.close()
         log.info("stopped")

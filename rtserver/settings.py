@@ -47,6 +47,10 @@ class Settings:
     redis_url: str = ""  # redis:// rediss:// or redis+sentinel:// — sessions, frame logs and replies shared by nodes
     lease_ttl: float = 3.0  # seconds a node's lease on its sessions lasts unless renewed (failover time)
     redis_timeout: float = 0.5  # seconds one Redis call may take before the node treats Redis as down
+    cache_entries: int = 4096  # replies kept in process (deterministic turns only, unless params.cache); 0 = off
+    cache_ttl: float = 3600.0  # seconds a cached reply is served, in process and in Redis
+    cache_wait: float = 10.0  # seconds a turn waits for an identical one generating on another node, then generates
+    cache_pace: float = 0.0  # deltas/s a cached reply streams at; 0 = as fast as the client reads
     frame_log: int = 1024  # frames kept per session for resume
     frame_log_ttl: float = 600.0  # seconds a session's frames are kept after its last one (then: a snapshot)
     session_idle_s: float = 300.0  # a session nobody is attached to leaves memory after this long unused
@@ -184,6 +188,10 @@ def _validate(s: Settings) -> None:
         "session_ttl",
         "journal_scrub_s",
         "bad_frames_per_s",
+        "cache_entries",
+        "cache_ttl",
+        "cache_wait",
+        "cache_pace",
     ):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")
     if s.engine == "llama":

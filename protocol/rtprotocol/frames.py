@@ -39,6 +39,7 @@ class Params(TypedDict, total=False):
     max_tokens: int
     stop: list[str]
     priority: int
+    cache: bool
 
 
 _NUM = (int, float)
@@ -85,6 +86,7 @@ PARAM_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "max_tokens": (int,),
     "stop": (list,),
     "priority": (int,),
+    "cache": (bool,),  # the reply cache: true opts in for any turn, false bypasses it (PROTOCOL.md §2.1)
 }
 PRIORITY_RANGE: Final = (-10, 10)
 
@@ -247,7 +249,7 @@ def turn_end(
     reason: FinishReason,
     usage: Mapping[str, int],
     timings: Mapping[str, float | None],
-    cache: str = "miss",
+    cache: Literal["hit", "miss"] = "miss",
     *,
     xlen: int | None = None,
     xcrc: int | None = None,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..engine.base import Event, Request
 
@@ -34,6 +34,9 @@ class TurnContext:
     gaps: list[float] = field(default_factory=list)
     structured: bool = False  # the grammar comes from a JSON schema (turn.end says whether the reply parses)
     code: str = ""  # set by a filter that ended the turn itself: the turn.end code (internal)
+    kind: str = "say"  # what the client asked: say | regenerate | continue
+    cache_opt: bool | None = None  # params.cache in effect: True opts in, False bypasses, None: deterministic only
+    cache: Literal["hit", "miss"] = "miss"  # turn.end.cache: hit when the reply came from the reply cache
 
 
 class AdmitFilter(Protocol):

@@ -11,20 +11,23 @@ Turn chain, streaming phase, around the running turn (outermost first):
     errors      anything raised becomes Finish("error"); the stream always ends with one Finish
     metrics     time to first token, gaps, turns by reason
     admission   gives the turn's place back when it ends
+    cache       an identical deterministic turn's reply, from this node, Redis, or one in flight (filters/cache.py)
     engine      the model chosen by the session
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from ..admission import Admission
+from ..cache import LocalCache, SharedCache
 from ..engine.base import Engine, Event
 from ..metrics import Metrics
 from ..settings import Settings
 from .admission import AdmissionFilter
 from .base import AdmitFilter, ConnectionFilter, Filter, Handler, TurnContext
+from .cache import CacheFilter, CacheMetrics
 from .draining import DrainingFilter
 from .errors import errors_filter
 from .grammar import GrammarFilter
@@ -38,6 +41,11 @@ class Pipeline:
     admit: tuple[AdmitFilter, ...]
     turn: Handler
     names: tuple[str, ...]  # every filter in the order it runs, for the start-up log and the tests
+    closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # at shutdown: what the filters hold (Redis clients)
+
+    async def close(self) -> None:
+        for close in self.closers:
+            await close()
 
     def admit_turn(self, ctx: TurnContext) -> None:
         """Run the admission phase; if a filter refuses, those before it are undone and the refusal raised."""
@@ -71,6 +79,30 @@ def engine_handler(engines: dict[str, Engine]) -> Handler:
     return handle
 
 
+def model_ids(settings: Settings, engines: dict[str, Engine]) -> dict[str, str]:
+    """What identifies each model's replies across nodes: the engine kind, the model file's name and size (the
+    scripted engine's words too). Cheap to compute; a model replaced by a same-sized file needs a cache flush."""
+    paths = settings.model_paths()
+    ids = {}
+    for name, engine in engines.items():
+        path = paths.get(name)
+        size = path.stat().st_size if path is not None and path.is_file() else -1
+        extra = f":{settings.scripted_words}" if engine.name != "llama" else ""
+        ids[name] = f"{engine.name}:{path.name if path else name}:{size}{extra}"
+    return ids
+
+
+def cache_filter(settings: Settings, engines: dict[str, Engine], metrics: Metrics) -> CacheFilter:
+    s = settings
+    shared = (
+        SharedCache.connect(s.redis_url, timeout=s.redis_timeout, ttl=s.cache_ttl, wait=s.cache_wait)
+        if s.redis_url and s.cache_entries > 0
+        else None
+    )
+    local = LocalCache(s.cache_entries, s.cache_ttl)
+    return CacheFilter(model_ids(s, engines), local, shared, CacheMetrics(metrics.registry, shared), s.cache_pace)
+
+
 def build_pipeline(
     settings: Settings, engines: dict[str, Engine], metrics: Metrics, draining: Callable[[], bool]
 ) -> Pipeline:
@@ -85,10 +117,12 @@ def build_pipeline(
         ("grammar", GrammarFilter(lambda model, grammar: engines[model].grammar_error(grammar))),
         ("admission", admission),
     ]
+    cache = cache_filter(settings, engines, metrics)
     streaming: list[tuple[str, Filter]] = [  # outermost first
         ("errors", errors_filter),
         ("metrics", MetricsFilter(metrics)),
         ("admission", admission),
+        ("cache", cache),
     ]
     handler = engine_handler(engines)
     for _, filt in reversed(streaming):
@@ -99,4 +133,4 @@ def build_pipeline(
         + [f"turn:{n}" for n, _ in streaming]
         + ["turn:engine"]
     )
-    return Pipeline(tuple(f for _, f in connection), tuple(f for _, f in admit), handler, names)
+    return Pipeline(tuple(f for _, f in connection), tuple(f for _, f in admit), handler, names, (cache.close,))

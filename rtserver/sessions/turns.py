@@ -62,7 +62,7 @@ class Turns:
         self.m.check_text(user, "text")
         if schema is not None and grammar is not None:
             raise ClientError("say takes a schema or a grammar, not both", code="bad_field")
-        h = s.history
+        h, asked = s.history, kind
         if kind == "say":
             parent, continue_last = h.head, False
         elif not h.head:
@@ -77,7 +77,8 @@ class Turns:
             parent, continue_last = h.head, True
         rule = schema_to_grammar(schema) if schema is not None else grammar
         request = self._request(s, parent, user, continue_last, params, rule)
-        ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None)
+        ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None, kind=asked)
+        ctx.cache_opt = {**s.data.params, **params}.get("cache")  # the reply cache's opt-in/out (filters/cache.py)
         self.pipeline.admit_turn(ctx)  # a refusal (bad grammar, busy) raises here: nothing has started
         node = h.new_turn(kind, user, parent)
         node.schema, node.grammar = schema, grammar
@@ -191,6 +192,7 @@ class Turns:
             reason,
             node.usage,
             timings,
+            ctx.cache,
             xlen=len(text),
             xcrc=zlib.crc32(text),
             error=MESSAGES[code] if code else None,

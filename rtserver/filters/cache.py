@@ -1,0 +1,164 @@
+"""Turn filter: the reply cache. A turn the cache may answer (``cache.cacheable``) is looked up by its exact key
+(``cache.turn_key``) in process, then in Redis; a hit streams its deltas like a live reply (paced at ``pace``
+deltas/s, or as fast as the client reads with 0) and ends with ``Finish`` of no tokens computed; ``ctx.cache``
+becomes ``hit`` for ``turn.end.cache``.
+
+Identical turns at the same moment cause one generation: in process the first is the flight's leader and the
+others await its reply; across nodes the leader holds the key's Redis lock and the others wait for the reply it
+publishes (``cache/shared.py``). A follower whose leader failed or ran past the wait bound generates itself.
+Only complete replies (``stop``, ``length``) are kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from ..cache import Claim, LocalCache, Reply, SharedCache, cacheable, turn_key
+from ..engine.base import Event, Finish, Token
+from .base import Handler, TurnContext
+
+_LOCAL_ONLY = Claim("off")
+
+
+class CacheMetrics:
+    def __init__(self, registry: CollectorRegistry, shared: SharedCache | None) -> None:
+        r = registry
+        self.hits = Counter("rtserver_cache_hits", "turns answered without a generation (coalesced too)", registry=r)
+        self.misses = Counter("rtserver_cache_misses", "cacheable turns not found, generated", registry=r)
+        self.coalesced = Counter(
+            "rtserver_cache_coalesced", "turns answered by an identical turn's generation in flight", registry=r
+        )
+        self.generations = Counter("rtserver_generations", "turns that ran the engine (any turn)", registry=r)
+        if shared is not None:
+            Gauge("rtserver_cache_redis_degraded", "1 while the cache runs without Redis", registry=r).set_function(
+                lambda: int(shared.degraded)
+            )
+            Gauge("rtserver_cache_redis_errors", "failed Redis calls of the cache", registry=r).set_function(
+                lambda: shared.errors
+            )
+
+
+class CacheFilter:
+    def __init__(
+        self,
+        model_ids: dict[str, str],
+        local: LocalCache,
+        shared: SharedCache | None,
+        metrics: CacheMetrics,
+        pace: float = 0.0,
+    ) -> None:
+        self.model_ids, self.local, self.shared, self.m, self.pace = model_ids, local, shared, metrics, pace
+        self._flights: dict[str, asyncio.Future[Reply | None]] = {}  # key -> the reply of the turn generating it
+
+    async def close(self) -> None:
+        if self.shared is not None:
+            await self.shared.close()
+
+    def _key(self, ctx: TurnContext) -> str | None:
+        if self.local.entries <= 0 or not cacheable(ctx.kind, ctx.request, ctx.cache_opt):
+            return None
+        return turn_key(self.model_ids.get(ctx.model, ctx.model), ctx.request)
+
+    async def __call__(self, ctx: TurnContext, inner: Handler) -> AsyncIterator[Event]:
+        key = self._key(ctx)
+        if key is not None:
+            reply = await self._follow(key)
+            if reply is None and key not in self._flights:
+                async for event in self._lead(ctx, key, inner):
+                    yield event
+                return
+            if reply is not None:
+                async for event in self._replay(ctx, reply):
+                    yield event
+                return
+        self.m.generations.inc()
+        async for event in inner(ctx):
+            yield event
+
+    async def _follow(self, key: str) -> Reply | None:
+        """The reply from this node's cache, or from the identical turn in flight here; None: go and get it."""
+        for _ in range(2):  # a failed flight is tried once more (one of its followers leads the next)
+            reply = self.local.get(key)
+            if reply is not None:
+                return reply
+            flight = self._flights.get(key)
+            if flight is None:
+                return None
+            reply = await asyncio.shield(flight)  # a follower cancelled must not cancel the leader's flight
+            if reply is not None:
+                self.m.coalesced.inc()
+                return reply
+        return None
+
+    async def _lead(self, ctx: TurnContext, key: str, inner: Handler) -> AsyncIterator[Event]:
+        """This node's one turn for ``key``: from Redis, from another node's generation, or generated here."""
+        flight: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        self._flights[key] = flight
+        reply: Reply | None = None
+        try:
+            claim = await self.shared.claim(key) if self.shared is not None else _LOCAL_ONLY
+            if claim.kind == "hit":
+                reply = claim.reply
+            elif claim.kind == "wait":
+                assert self.shared is not None
+                reply = await self.shared.wait(key, claim)
+                if reply is not None:
+                    self.m.coalesced.inc()
+            if reply is None:
+                async for event in self._generate(ctx, key, claim, inner):
+                    if isinstance(event, Reply):
+                        reply = event
+                    else:
+                        yield event
+                return
+            self.local.put(key, reply)
+        finally:
+            del self._flights[key]
+            flight.set_result(reply)
+        async for event in self._replay(ctx, reply):
+            yield event
+
+    async def _generate(self, ctx: TurnContext, key: str, claim: Claim, inner: Handler) -> AsyncIterator[Event | Reply]:
+        """The live turn, streamed as it comes; its Reply (when complete) is yielded before its Finish."""
+        self.m.misses.inc()
+        self.m.generations.inc()
+        deltas: list[str] = []
+        finish: Finish | None = None
+        try:
+            async for event in inner(ctx):
+                if isinstance(event, Token):
+                    deltas.append(event.text)
+                    yield event
+                else:
+                    finish = event
+        finally:
+            reply = Reply(tuple(deltas), finish.reason) if finish and finish.reason in ("stop", "length") else None
+            if reply is not None:
+                self.local.put(key, reply)
+            if self.shared is not None:
+                if claim.kind == "lead":
+                    await self.shared.publish(key, claim, reply)
+                elif reply is not None:
+                    await self.shared.store(key, reply)
+        if reply is not None:
+            yield reply
+        if finish is not None:
+            yield finish
+
+    async def _replay(self, ctx: TurnContext, reply: Reply) -> AsyncIterator[Event]:
+        """A cached reply streamed like a live one; a cancel stops it between two deltas."""
+        ctx.cache = "hit"
+        self.m.hits.inc()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for i, text in enumerate(reply.deltas):
+            if ctx.request.cancel.is_set():
+                yield Finish("cancelled")
+                return
+            if self.pace > 0:
+                await asyncio.sleep(max(0.0, start + i / self.pace - loop.time()))
+            yield Token(text)
+        yield Finish(reply.reason)
