@@ -64,9 +64,14 @@ class RedisProc:
 
         proc = self.proc
         assert proc is not None and proc.stdout is not None
-        threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+        self._reader = threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True)  # type: ignore[union-attr]
+        self._reader.start()
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill() if kill else self.proc.terminate()
             self.proc.wait()
+        if self.proc is not None and self.proc.stdout is not None and not self.proc.stdout.closed:
+            if getattr(self, "_reader", None) is not None:
+                self._reader.join()  # the log reader reaches the end once the process is gone
+            self.proc.stdout.close()  # else the pipe is left to the collector (a ResourceWarning: an error here)

@@ -110,6 +110,7 @@ def test_the_filters_run_in_the_documented_order():
         "turn:errors",
         "turn:metrics",
         "turn:admission",
+        "turn:cache",
         "turn:engine",
     )
 
