@@ -12,7 +12,8 @@ Only complete replies (``stop``, ``length``) are kept.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
+from typing import TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
@@ -21,6 +22,40 @@ from ..engine.base import Event, Finish, Token
 from .base import Handler, TurnContext
 
 _LOCAL_ONLY = Claim("off")
+T = TypeVar("T")
+
+
+class _Cancelled(Exception):
+    """The turn was cancelled while it waited for an identical one: it ends ``cancelled`` at once."""
+
+
+async def _or_cancel(ctx: TurnContext, aw: Awaitable[T]) -> T:
+    """``aw``'s result, unless the turn's cancel flag is set first (then ``aw`` is cancelled and _Cancelled raised):
+    a turn waiting for another's reply stops as promptly as one in the engine."""
+    loop = asyncio.get_running_loop()
+    task, stop = asyncio.ensure_future(aw), loop.create_future()
+
+    def wake() -> None:
+        if not stop.done():
+            stop.set_result(None)
+
+    def on_cancel() -> None:  # may run on the engine's thread
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(wake)
+
+    ctx.request.cancel.on_set(on_cancel)
+    if ctx.request.cancel.is_set():
+        wake()
+    try:
+        await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:  # the turn's task itself was cancelled: so is what it waited for
+        task.cancel()
+        raise
+    if task.done():
+        stop.cancel()
+        return task.result()
+    task.cancel()
+    raise _Cancelled
 
 
 class CacheMetrics:
@@ -64,21 +99,25 @@ class CacheFilter:
 
     async def __call__(self, ctx: TurnContext, inner: Handler) -> AsyncIterator[Event]:
         key = self._key(ctx)
-        if key is not None:
-            reply = await self._follow(key)
-            if reply is None and key not in self._flights:
-                async for event in self._lead(ctx, key, inner):
-                    yield event
-                return
-            if reply is not None:
-                async for event in self._replay(ctx, reply):
-                    yield event
-                return
+        try:
+            if key is not None:
+                reply = await self._follow(ctx, key)
+                if reply is None and key not in self._flights:
+                    async for event in self._lead(ctx, key, inner):
+                        yield event
+                    return
+                if reply is not None:
+                    async for event in self._replay(ctx, reply):
+                        yield event
+                    return
+        except _Cancelled:
+            yield Finish("cancelled")
+            return
         self.m.generations.inc()
         async for event in inner(ctx):
             yield event
 
-    async def _follow(self, key: str) -> Reply | None:
+    async def _follow(self, ctx: TurnContext, key: str) -> Reply | None:
         """The reply from this node's cache, or from the identical turn in flight here; None: go and get it."""
         for _ in range(2):  # a failed flight is tried once more (one of its followers leads the next)
             reply = self.local.get(key)
@@ -87,7 +126,7 @@ class CacheFilter:
             flight = self._flights.get(key)
             if flight is None:
                 return None
-            reply = await asyncio.shield(flight)  # a follower cancelled must not cancel the leader's flight
+            reply = await _or_cancel(ctx, asyncio.shield(flight))  # shielded: a follower's cancel is its own
             if reply is not None:
                 self.m.coalesced.inc()
                 return reply
@@ -104,7 +143,7 @@ class CacheFilter:
                 reply = claim.reply
             elif claim.kind == "wait":
                 assert self.shared is not None
-                reply = await self.shared.wait(key, claim)
+                reply = await _or_cancel(ctx, self.shared.wait(key, claim))
                 if reply is not None:
                     self.m.coalesced.inc()
             if reply is None:
