@@ -166,14 +166,18 @@ class CacheFilter:
         self.m.generations.inc()
         deltas: list[str] = []
         finish: Finish | None = None
+        events = inner(ctx)
         try:
-            async for event in inner(ctx):
+            async for event in events:
                 if isinstance(event, Token):
                     deltas.append(event.text)
                     yield event
                 else:
                     finish = event
         finally:
+            close = getattr(events, "aclose", None)  # closed now if this turn is, so the engine's place frees
+            if close is not None:
+                await close()
             reply = Reply(tuple(deltas), finish.reason) if finish and finish.reason in ("stop", "length") else None
             if reply is not None:
                 self.local.put(key, reply)
