@@ -4,7 +4,8 @@ Two ``rtserver serve`` nodes share one ``redis-server``. Per turn, a fresh line:
 first delta is the engine's), then a session on node B asks the same line (a hit from Redis: B's own cache has
 never seen it), then a second session on A (a hit from A's in-process cache). First delta = from sending ``say``
 to the first ``delta``, at a client on its own core. Redis's own round trip (PING from the client's core) is
-measured beside it, in the same run.
+measured beside it, in the same run. On two cores, ``--b-cpus 1`` gives node B the client's core, so that node A's
+engine work after its turn (decoding ahead, saving KV) does not run on B's core as it would not on another machine.
 
     flock /tmp/model.lock python -m bench.cache --engine scripted --turns 200 --runs 3
     flock /tmp/model.lock python -m bench.cache --engine llama --turns 40 --runs 3
@@ -101,6 +102,7 @@ def main() -> None:
     p.add_argument("--max-tokens", type=int, default=16)
     p.add_argument("--server-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
+    p.add_argument("--b-cpus", default=None, help="node B's cores (default: --server-cpus, beside node A)")
     p.add_argument("--name", default="")
     args = p.parse_args()
     if args.client_cpus:
@@ -112,8 +114,9 @@ def main() -> None:
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         redis, url = start_redis(args.server_cpus, Path(tmp))
+        cpus = {"a": args.server_cpus, "b": args.b_cpus if args.b_cpus is not None else args.server_cpus}
         nodes = [
-            start_rtserver([*engine, "--redis", url], args.server_cpus, Path(tmp) / n, {"RTSERVER_FSYNC": "false"})
+            start_rtserver([*engine, "--redis", url], cpus[n], Path(tmp) / n, {"RTSERVER_FSYNC": "false"})
             for n in ("a", "b")
         ]
         try:
