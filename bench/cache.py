@@ -4,11 +4,12 @@ Two ``rtserver serve`` nodes share one ``redis-server``. Per turn, a fresh line:
 first delta is the engine's), then a session on node B asks the same line (a hit from Redis: B's own cache has
 never seen it), then a second session on A (a hit from A's in-process cache). First delta = from sending ``say``
 to the first ``delta``, at a client on its own core. Redis's own round trip (PING from the client's core) is
-measured beside it, in the same run. On two cores, ``--b-cpus 1`` gives node B the client's core, so that node A's
-engine work after its turn (decoding ahead, saving KV) does not run on B's core as it would not on another machine.
+measured beside it, in the same run. On two cores, ``--b-cpus 1 --redis-cpus 1`` put node B and Redis on the client's
+core (idle while it waits for B), so that node A's engine work after its turn (decoding ahead, saving KV) does not
+delay B's Redis call, as it would not where A is another machine.
 
     flock /tmp/model.lock python -m bench.cache --engine scripted --turns 200 --runs 3
-    flock /tmp/model.lock python -m bench.cache --engine llama --turns 40 --runs 3
+    flock /tmp/model.lock python -m bench.cache --engine llama --turns 40 --runs 5 --b-cpus 1 --redis-cpus 1
 """
 
 from __future__ import annotations
@@ -103,6 +104,7 @@ def main() -> None:
     p.add_argument("--server-cpus", default="0")
     p.add_argument("--client-cpus", default="1")
     p.add_argument("--b-cpus", default=None, help="node B's cores (default: --server-cpus, beside node A)")
+    p.add_argument("--redis-cpus", default=None, help="redis-server's cores (default: --server-cpus)")
     p.add_argument("--name", default="")
     args = p.parse_args()
     if args.client_cpus:
@@ -113,7 +115,7 @@ def main() -> None:
         engine = ["--model", args.model, "--slots", "2", "--n-ctx", "512", "--threads", "1"]
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
-        redis, url = start_redis(args.server_cpus, Path(tmp))
+        redis, url = start_redis(args.redis_cpus if args.redis_cpus is not None else args.server_cpus, Path(tmp))
         cpus = {"a": args.server_cpus, "b": args.b_cpus if args.b_cpus is not None else args.server_cpus}
         nodes = [
             start_rtserver([*engine, "--redis", url], cpus[n], Path(tmp) / n, {"RTSERVER_FSYNC": "false"})
