@@ -194,6 +194,7 @@ def _validate(s: Settings) -> None:
         "cache_pace",
     ):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")
+    need(s.cache_ttl > 0, "cache_ttl must be > 0 (cache_entries = 0 turns the reply cache off)")
     if s.engine == "llama":
         for name, path in s.model_paths().items():
             need(path.is_file(), f"model {name!r}: {path} does not exist; point --model at a .gguf file")

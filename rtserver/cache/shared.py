@@ -62,6 +62,10 @@ class Claim:
 OFF = Claim("off")
 
 
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))  # Redis refuses an expiry of 0 ms; a block of 0 ms would block for ever
+
+
 def _keys(key: str) -> list[str]:
     base = f"rt:cache:{{{key}}}"
     return [base, base + ":lock", base + ":done"]
@@ -127,7 +131,7 @@ class SharedCache:
 
     async def claim(self, key: str) -> Claim:
         token = secrets.token_hex(8)
-        ms = str(int(self.wait_s * 1000))
+        ms = str(_ms(self.wait_s))
         got = await self._call(lambda: self._claim(keys=_keys(key), args=[token, ms]), self.timeout)
         if got is None:
             return OFF
@@ -142,17 +146,17 @@ class SharedCache:
     async def publish(self, key: str, claim: Claim, reply: Reply | None) -> None:
         """Store the leader's reply (None: it failed, waiters go ahead on their own) and free its lock."""
         payload = reply.encode() if reply is not None else b""
-        args = [payload, str(int(self.ttl * 1000)), str(int(self.wait_s * 2000)), claim.token]
+        args = [payload, str(_ms(self.ttl)), str(_ms(2 * self.wait_s)), claim.token]
         await self._call(lambda: self._publish(keys=_keys(key), args=args), self.timeout)
 
     async def store(self, key: str, reply: Reply) -> None:
         """A reply generated without the lock (Redis was off at the claim, or the wait ran out)."""
-        await self._call(lambda: self._r.set(_keys(key)[0], reply.encode(), px=int(self.ttl * 1000)), self.timeout)
+        await self._call(lambda: self._r.set(_keys(key)[0], reply.encode(), px=_ms(self.ttl)), self.timeout)
 
     async def wait(self, key: str, claim: Claim) -> Reply | None:
         """The leader's reply once it is published; None if it failed, or after the wait bound."""
         done = _keys(key)[2]
-        block = max(1, int(self.wait_s * 1000))
+        block = _ms(self.wait_s)
         got = await self._call(
             lambda: self._blocking.xread({done: claim.after}, count=1, block=block), self.wait_s + self.timeout
         )
