@@ -4,7 +4,8 @@ Keys, all with the reply key as their hash tag so that one key's three live in o
 script may touch them all):
     rt:cache:{K}        the reply (msgpack), expiring after the cache TTL
     rt:cache:{K}:lock   held by the node generating K (SET NX PX), so the others wait instead of generating too
-    rt:cache:{K}:done   a short stream the leader appends the reply to (or '' when it failed)
+    rt:cache:{K}:done   a short stream the leader appends the reply to (or '' when it failed), and beats while
+                        it generates (a long reply renews the lock and keeps its waiters waiting)
 ``claim`` is one script: the reply if there is one, else the lock if it is free, else "wait" and the done
 stream's last id. A waiter reads the stream from that id with ``XREAD BLOCK``: an entry the leader adds after
 the claim, even before the waiter blocks, is never missed (as a SUBSCRIBE after a GET could miss it).
@@ -20,6 +21,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal, TypeVar
 
 import structlog
@@ -38,6 +40,13 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {2, ''} 
 local last = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
 if last[1] then return {3, last[1][1]} end
 return {3, '0-0'}
+"""
+_BEAT = """
+if redis.call('GET', KEYS[2]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
+redis.call('XADD', KEYS[3], 'MAXLEN', '~', '8', '*', 'p', '')
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+return 1
 """
 _PUBLISH = """
 if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
@@ -88,6 +97,7 @@ class SharedCache:
         self.timeout, self.ttl, self.wait_s, self._clock = timeout, ttl, wait, clock
         self._claim = client.register_script(_CLAIM)
         self._publish = client.register_script(_PUBLISH)
+        self._beat = client.register_script(_BEAT)
         self._down_until = 0.0
         self.errors = 0
         self.degraded = False
@@ -149,22 +159,31 @@ class SharedCache:
         args = [payload, str(_ms(self.ttl)), str(_ms(2 * self.wait_s)), claim.token]
         await self._call(lambda: self._publish(keys=_keys(key), args=args), self.timeout)
 
+    async def beat(self, key: str, claim: Claim) -> None:
+        """The leader is still generating: its lock is renewed and waiters wait ``wait`` seconds more."""
+        args = [claim.token, str(_ms(self.wait_s)), str(_ms(2 * self.wait_s))]
+        await self._call(lambda: self._beat(keys=_keys(key), args=args), self.timeout)
+
     async def store(self, key: str, reply: Reply) -> None:
         """A reply generated without the lock (Redis was off at the claim, or the wait ran out)."""
         await self._call(lambda: self._r.set(_keys(key)[0], reply.encode(), px=_ms(self.ttl)), self.timeout)
 
     async def wait(self, key: str, claim: Claim) -> Reply | None:
-        """The leader's reply once it is published; None if it failed, or after the wait bound."""
-        done = _keys(key)[2]
+        """The leader's reply once it is published; None if it failed, or when it went ``wait`` seconds without a
+        beat (a long reply keeps its waiters with a beat every third of that)."""
+        done, after = _keys(key)[2], claim.after
         block = _ms(self.wait_s)
-        got = await self._call(
-            lambda: self._blocking.xread({done: claim.after}, count=1, block=block), self.wait_s + self.timeout
-        )
-        if not got:
-            return None
-        _, entries = got[0]
-        raw = entries[0][1].get(b"r", b"")
-        return Reply.decode(raw) if raw else None
+        while True:
+            got = await self._call(
+                partial(self._blocking.xread, {done: after}, count=16, block=block), self.wait_s + self.timeout
+            )
+            if not got:
+                return None
+            for entry_id, fields in got[0][1]:
+                if b"r" in fields:
+                    raw = fields[b"r"]
+                    return Reply.decode(raw) if raw else None
+                after = entry_id  # a beat: the leader is still at it
 
     async def ping(self) -> bool:
         return bool(await self._call(self._r.ping, self.timeout))

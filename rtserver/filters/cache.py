@@ -167,6 +167,7 @@ class CacheFilter:
         deltas: list[str] = []
         finish: Finish | None = None
         events = inner(ctx)
+        beats = asyncio.create_task(self._beats(key, claim)) if claim.kind == "lead" else None
         try:
             async for event in events:
                 if isinstance(event, Token):
@@ -175,6 +176,8 @@ class CacheFilter:
                 else:
                     finish = event
         finally:
+            if beats is not None:
+                beats.cancel()
             close = getattr(events, "aclose", None)  # closed now if this turn is, so the engine's place frees
             if close is not None:
                 await close()
@@ -190,6 +193,14 @@ class CacheFilter:
             yield reply
         if finish is not None:
             yield finish
+
+    async def _beats(self, key: str, claim: Claim) -> None:
+        """While this node generates ``key``, tell the other nodes' waiters it is still coming (a queue wait or a
+        long reply may outlast ``cache_wait``), off the token path."""
+        assert self.shared is not None
+        while True:
+            await asyncio.sleep(self.shared.wait_s / 3)  # a period, not a synchronisation
+            await self.shared.beat(key, claim)
 
     async def _replay(self, ctx: TurnContext, reply: Reply) -> AsyncIterator[Event]:
         """A cached reply streamed like a live one; a cancel stops it between two deltas."""

@@ -145,3 +145,22 @@ async def test_the_bundled_model_answers_a_repeated_greedy_turn_from_the_cache(s
     assert first.cache == "miss" and first.usage["completion"] > 0
     assert second.cache == "hit" and second.text == first.text and second.usage["completion"] == 0
     assert await generations(srv) == 1
+
+
+async def test_a_reply_longer_than_the_wait_bound_still_causes_one_generation(start_server, redis_server, tmp_path):
+    # 15 tokens at 4/s take about 3.7 s, more than twice cache_wait: without the leader's beats (every third of
+    # cache_wait) node B would stop waiting and generate the line itself.
+    args = (*SCRIPTED, "--scripted-rate", "4", "--redis", redis_server.url)
+    env = {"RTSERVER_CACHE_WAIT": "1.5"}
+    a = start_server(*args, data_dir=tmp_path / "a", env=env)
+    b = start_server(*args, data_dir=tmp_path / "b", env=env)
+    async with Client(a.url) as ca, Client(b.url) as cb:
+        sa = await ca.open_session(persona=PERSONA, params=GREEDY)
+        sb = await cb.open_session(persona=PERSONA, params=GREEDY)
+        leading = await sa.say("A long tale, please")
+        await leading.__aiter__().__anext__()  # node A holds the line's lock: it is generating
+        following = await sb.say("A long tale, please")
+        r_a, r_b = await leading.result(), await following.result()
+    assert (r_a.cache, r_b.cache) == ("miss", "hit") and r_b.text == r_a.text
+    assert await generations(a, b) == 1
+    assert await counter(b, "rtserver_cache_coalesced_total") == 1

@@ -50,3 +50,40 @@ async def test_a_claim_reads_the_script_answer():
     fake.answer = [3, b"1700000000000-0"]
     claim = await shared.claim("k1")
     assert (claim.kind, claim.after) == ("wait", "1700000000000-0")
+
+
+class FakeStream:
+    """XREAD answers from a script: each call pops the next one (None: the block ran out)."""
+
+    def __init__(self, answers: list[object]) -> None:
+        self.answers, self.reads = answers, []
+
+    async def xread(self, streams, count, block):
+        self.reads.append(dict(streams))
+        return self.answers.pop(0)
+
+
+async def test_a_waiter_keeps_waiting_through_beats_and_takes_the_reply():
+    reply = Reply(("a",), "stop")
+    done = b"rt:cache:{k1}:done"
+    stream = FakeStream([[[done, [(b"1-0", {b"p": b""})]]], [[done, [(b"2-0", {b"r": reply.encode()})]]]])
+    fake = FakeRedis()
+    shared = SharedCache(fake, stream, timeout=0.1, ttl=60, wait=1, clock=lambda: 0.0)
+    got = await shared.wait("k1", await_claim_after("0-0"))
+    assert got == reply
+    assert [r["rt:cache:{k1}:done"] for r in stream.reads] == ["0-0", b"1-0"]  # each read after the last seen
+
+
+async def test_a_waiter_gives_up_without_beats_or_on_a_failed_leader():
+    fake = FakeRedis()
+    silent = SharedCache(fake, FakeStream([None]), timeout=0.1, ttl=60, wait=1, clock=lambda: 0.0)
+    assert await silent.wait("k1", await_claim_after("0-0")) is None
+    failed = [[b"rt:cache:{k1}:done", [(b"3-0", {b"r": b""})]]]
+    shared = SharedCache(fake, FakeStream([failed]), timeout=0.1, ttl=60, wait=1, clock=lambda: 0.0)
+    assert await shared.wait("k1", await_claim_after("0-0")) is None
+
+
+def await_claim_after(after: str):
+    from rtserver.cache import Claim
+
+    return Claim("wait", after=after)
