@@ -49,7 +49,7 @@ class Settings:
     redis_timeout: float = 0.5  # seconds one Redis call may take before the node treats Redis as down
     cache_entries: int = 4096  # replies kept in process (deterministic turns only, unless params.cache); 0 = off
     cache_ttl: float = 3600.0  # seconds a cached reply is served, in process and in Redis
-    cache_wait: float = 10.0  # seconds a turn waits for an identical one generating on another node, then generates
+    cache_wait: float = 10.0  # seconds without a beat from the node generating an identical turn, then generate
     cache_pace: float = 0.0  # deltas/s a cached reply streams at; 0 = as fast as the client reads
     frame_log: int = 1024  # frames kept per session for resume
     frame_log_ttl: float = 600.0  # seconds a session's frames are kept after its last one (then: a snapshot)
