@@ -8,7 +8,7 @@ measured beside it, in the same run. On two cores, ``--b-cpus 1 --redis-cpus 1``
 core (idle while it waits for B), so that node A's engine work after its turn (decoding ahead, saving KV) does not
 delay B's Redis call, as it would not where A is another machine.
 
-    flock /tmp/model.lock python -m bench.cache --engine scripted --turns 200 --runs 3
+    flock /tmp/model.lock python -m bench.cache --engine scripted --turns 200 --runs 5 --b-cpus 1 --redis-cpus 1
     flock /tmp/model.lock python -m bench.cache --engine llama --turns 40 --runs 5 --b-cpus 1 --redis-cpus 1
 """
 
