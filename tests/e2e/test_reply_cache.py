@@ -33,6 +33,11 @@ async def ask(url: str, text: str, *, persona: str = PERSONA, params=None, turn_
         return await (await s.say(text, params=turn_params)).result()
 
 
+# A loaded CI machine may answer slower than the default redis_timeout (0.5 s), which would turn Redis off and
+# make a node generate on its own: a count of generations must not depend on that.
+PATIENT = {"RTSERVER_REDIS_TIMEOUT": "5"}
+
+
 def redis_args(redis_server) -> tuple[str, ...]:
     return (*SCRIPTED, "--scripted-rate", "200", "--redis", redis_server.url)
 
@@ -86,8 +91,8 @@ async def test_params_cache_false_bypasses_the_cache_for_a_turn(scripted_server)
 
 
 async def test_a_reply_generated_on_node_a_is_a_hit_on_node_b(start_server, redis_server, tmp_path):
-    a = start_server(*redis_args(redis_server), data_dir=tmp_path / "a")
-    b = start_server(*redis_args(redis_server), data_dir=tmp_path / "b")
+    a = start_server(*redis_args(redis_server), data_dir=tmp_path / "a", env=PATIENT)
+    b = start_server(*redis_args(redis_server), data_dir=tmp_path / "b", env=PATIENT)
     on_a = await ask(a.url, "Where is the forge?")
     on_b = await ask(b.url, "Where is the forge?")
     assert (on_a.cache, on_b.cache) == ("miss", "hit") and on_b.text == on_a.text
@@ -99,7 +104,9 @@ async def test_identical_turns_in_flight_on_three_nodes_cause_one_generation(sta
     # Slow tokens keep the first generation in flight while the others arrive (it is not needed for the count:
     # a turn arriving after it ended is a plain hit, and still no generation).
     nodes = [
-        start_server(*SCRIPTED, "--scripted-rate", "20", "--redis", redis_server.url, data_dir=tmp_path / f"n{i}")
+        start_server(
+            *SCRIPTED, "--scripted-rate", "20", "--redis", redis_server.url, data_dir=tmp_path / f"n{i}", env=PATIENT
+        )
         for i in range(3)
     ]
     clients = [await Client(n.url).__aenter__() for n in nodes]
@@ -151,7 +158,7 @@ async def test_a_reply_longer_than_the_wait_bound_still_causes_one_generation(st
     # 15 tokens at 4/s take about 3.7 s, more than twice cache_wait: without the leader's beats (every third of
     # cache_wait) node B would stop waiting and generate the line itself.
     args = (*SCRIPTED, "--scripted-rate", "4", "--redis", redis_server.url)
-    env = {"RTSERVER_CACHE_WAIT": "1.5"}
+    env = {"RTSERVER_CACHE_WAIT": "1.5", **PATIENT}
     a = start_server(*args, data_dir=tmp_path / "a", env=env)
     b = start_server(*args, data_dir=tmp_path / "b", env=env)
     async with Client(a.url) as ca, Client(b.url) as cb:
