@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from .common import summary, write_json
-from .fleet import Conn, Fleet
+from .common import Conn
+from .fleet import Fleet
 
 
 async def soak(urls: list[str], cycles: int, seed: int) -> dict[str, Any]:

@@ -325,6 +325,7 @@ class Server:
             if self.audit.redis is not None:
                 self.audit.redis.close()
         await self.store.close()
+        await self.pipeline.close()
         for engine in self.engines.values():
             await engine.close()
         log.info("stopped")

@@ -50,6 +50,10 @@ class Settings:
     lease_ttl: float = 2.0  # seconds a node's lease on its sessions lasts unless renewed (failover time)
     redis_cluster: str = "auto"  # auto (ask the server at start-up) | true | false
     redis_timeout: float = 0.5  # seconds one Redis call may take before the node treats Redis as down
+    cache_entries: int = 4096  # replies kept in process (deterministic turns only, unless params.cache); 0 = off
+    cache_ttl: float = 3600.0  # seconds a cached reply is served, in process and in Redis
+    cache_wait: float = 10.0  # seconds without a beat from the node generating an identical turn, then generate
+    cache_pace: float = 0.0  # deltas/s a cached reply streams at; 0 = as fast as the client reads
     frame_log: int = 1024  # frames kept per session for resume
     frame_log_ttl: float = 600.0  # seconds a session's frames are kept after its last one (then: a snapshot)
     session_idle_s: float = 300.0  # a session nobody is attached to leaves memory after this long unused
@@ -233,8 +237,13 @@ def _validate(s: Settings) -> None:
         "frames_per_min_ip",
         "tokens_per_min",
         "sessions_per_user",
+        "cache_entries",
+        "cache_ttl",
+        "cache_wait",
+        "cache_pace",
     ):
         need(getattr(s, key) >= 0, f"{key} must be >= 0")
+    need(s.cache_ttl > 0, "cache_ttl must be > 0 (cache_entries = 0 turns the reply cache off)")
     if s.engine == "llama":
         for name, path in s.model_paths().items():
             need(path.is_file(), f"model {name!r}: {path} does not exist; point --model at a .gguf file")

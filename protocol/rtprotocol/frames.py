@@ -45,6 +45,7 @@ class Params(TypedDict, total=False):
     repeat_last_n: int
     presence_penalty: float
     frequency_penalty: float
+    cache: bool
 
 
 _NUM = (int, float)
@@ -115,6 +116,7 @@ PARAM_TYPES: Final[dict[str, tuple[type, ...]]] = {
     "repeat_last_n": (int,),
     "presence_penalty": _NUM,
     "frequency_penalty": _NUM,
+    "cache": (bool,),  # the reply cache: true opts in for any turn, false bypasses it (PROTOCOL.md §2.1)
 }
 PRIORITY_RANGE: Final = (-10, 10)
 PENALTY_RANGE: Final = (-2.0, 2.0)  # presence_penalty and frequency_penalty, as OpenAI's API bounds them
@@ -311,7 +313,7 @@ def turn_end(
     reason: FinishReason,
     usage: Mapping[str, int],
     timings: Mapping[str, float | None],
-    cache: str = "miss",
+    cache: Literal["hit", "miss"] = "miss",
     *,
     xlen: int | None = None,
     xcrc: int | None = None,

@@ -20,7 +20,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..engine.base import Event, Request
 from ..principal import ANONYMOUS, Principal
@@ -49,6 +49,9 @@ class TurnContext:
     span: Any = None  # the turn's trace span (tracing on)
     admitted_at: float | None = None
     after: list[Callable[[], None]] = field(default_factory=list)  # run once turn.end is sent (after the write)
+    kind: str = "say"  # what the client asked: say | regenerate | continue
+    cache_opt: bool | None = None  # params.cache in effect: True opts in, False bypasses, None: deterministic only
+    cache: Literal["hit", "miss"] = "miss"  # turn.end.cache: hit when the reply came from the reply cache
 
 
 @dataclass(eq=False)

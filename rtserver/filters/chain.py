@@ -25,18 +25,20 @@ Turn chain, streaming phase, around the running turn (outermost first):
     metrics     time to first token, gaps, turns by reason
     tokens      gives back the reserved tokens the turn did not generate
     admission   gives the turn's place back when it ends
+    cache       an identical deterministic turn's reply, from this node, Redis, or one in flight (filters/cache.py)
     engine      the model chosen by the session
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from ..admission import Admission, no_pressure
 from ..audit.log import AuditLog
 from ..auth.authenticator import Authenticator
+from ..cache import LocalCache, SharedCache
 from ..engine.base import Engine, Event
 from ..limits import Gcra, Limiter
 from ..limits.counts import SharedCounts
@@ -46,6 +48,7 @@ from .admission import AdmissionFilter
 from .audit import AuditFilter
 from .auth import AuthFilter
 from .base import AdmitFilter, ConnectionFilter, Filter, Handler, Report, TurnContext, no_report
+from .cache import CacheFilter, CacheMetrics
 from .clientip import ClientIpFilter, parse_proxies
 from .draining import DrainingFilter
 from .errors import errors_filter
@@ -65,6 +68,11 @@ class Pipeline:
     admit: tuple[AdmitFilter, ...]
     turn: Handler
     names: tuple[str, ...]  # every filter in the order it runs, for the start-up log and the tests
+    closers: tuple[Callable[[], Awaitable[None]], ...] = ()  # at shutdown: what the filters hold (Redis clients)
+
+    async def close(self) -> None:
+        for close in self.closers:
+            await close()
 
     async def admit_turn(self, ctx: TurnContext) -> None:
         """Run the admission phase; if a filter refuses, those before it are undone and the refusal raised.
@@ -99,6 +107,30 @@ def engine_handler(engines: dict[str, Engine]) -> Handler:
         return engines[ctx.model].generate(ctx.request)
 
     return handle
+
+
+def model_ids(settings: Settings, engines: dict[str, Engine]) -> dict[str, str]:
+    """What identifies each model's replies across nodes: the engine kind, the model file's name and size (the
+    scripted engine's words too). Cheap to compute; a model replaced by a same-sized file needs a cache flush."""
+    paths = settings.model_paths()
+    ids = {}
+    for name, engine in engines.items():
+        path = paths.get(name)
+        size = path.stat().st_size if path is not None and path.is_file() else -1
+        extra = f":{settings.scripted_words}" if engine.name != "llama" else ""
+        ids[name] = f"{engine.name}:{path.name if path else name}:{size}{extra}"
+    return ids
+
+
+def cache_filter(settings: Settings, engines: dict[str, Engine], metrics: Metrics) -> CacheFilter:
+    s = settings
+    shared = (
+        SharedCache.connect(s.redis_url, timeout=s.redis_timeout, ttl=s.cache_ttl, wait=s.cache_wait)
+        if s.redis_url and s.cache_entries > 0
+        else None
+    )
+    local = LocalCache(s.cache_entries, s.cache_ttl)
+    return CacheFilter(model_ids(s, engines), local, shared, CacheMetrics(metrics.registry, shared), s.cache_pace)
 
 
 def build_pipeline(
@@ -145,6 +177,7 @@ def build_pipeline(
         ("tokens", tokens),
         ("admission", admission),
     ]
+    cache = cache_filter(settings, engines, metrics)
     streaming: list[tuple[str, Filter]] = [  # outermost first
         *traced,
         ("errors", errors_filter),
@@ -152,6 +185,7 @@ def build_pipeline(
         ("metrics", MetricsFilter(metrics)),
         ("tokens", tokens),
         ("admission", admission),
+        ("cache", cache),
     ]
     handler = engine_handler(engines)
     for _, filt in reversed(streaming):
@@ -162,4 +196,4 @@ def build_pipeline(
         + [f"turn:{n}" for n, _ in streaming]
         + ["turn:engine"]
     )
-    return Pipeline(tuple(f for _, f in connection), tuple(f for _, f in admit), handler, names)
+    return Pipeline(tuple(f for _, f in connection), tuple(f for _, f in admit), handler, names, (cache.close,))

@@ -65,7 +65,7 @@ class Turns:
         self.m.check_text(user, "text")
         if schema is not None and grammar is not None:
             raise ClientError("say takes a schema or a grammar, not both", code="bad_field")
-        h = s.history
+        h, asked = s.history, kind
         if kind in ("say", "impersonate"):
             parent, continue_last = h.head, False  # (an impersonation suggests the player's line: none is given)
         elif not h.head:
@@ -89,7 +89,8 @@ class Turns:
             raise ClientError(f"say.schema is not a JSON schema: {why}"[:300], code="bad_field")
         rule = schema_to_grammar(schema) if schema is not None else grammar
         request, lore = self._request(s, parent, user, continue_last, params, rule, kind == "impersonate")
-        ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None)
+        ctx = TurnContext(s.sid, h.next_tid, s.data.model, request, structured=schema is not None, kind=asked)
+        ctx.cache_opt = {**s.data.params, **params}.get("cache")  # the reply cache's opt-in/out (filters/cache.py)
         await self.pipeline.admit_turn(ctx)  # a refusal (bad grammar, busy, limit) raises here: nothing started
         if s.running:  # another client's turn started while a shared limit was asked (Redis)
             self.pipeline.undo_admit(ctx)
@@ -233,6 +234,7 @@ class Turns:
             reason,
             node.usage,
             timings,
+            ctx.cache,
             xlen=len(text),
             xcrc=zlib.crc32(text),
             error=MESSAGES[code] if code else None,

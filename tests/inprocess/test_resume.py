@@ -18,7 +18,7 @@ async def test_reconnect_resume_loses_and_repeats_nothing(serve):
     """Drop the socket at random points of running turns, many times; the caller sees every reply exactly as a
     clean run does. The engine produces the next token only once the client has the last one, so every drop
     lands in the middle of a turn and every piece after it comes through a resume."""
-    srv = await serve(engine=SteppedEngine(words=40))
+    srv = await serve(engine=SteppedEngine(words=40), cache_entries=0)  # the same lines again: generated, not hits
     engine = srv.engine
     tokens = 3 + 40  # "You said: <line>." and the words
     rng = random.Random(7)

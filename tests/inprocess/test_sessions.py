@@ -116,6 +116,7 @@ def test_the_filters_run_in_the_documented_order():
         "turn:metrics",
         "turn:tokens",
         "turn:admission",
+        "turn:cache",
         "turn:engine",
     )
 

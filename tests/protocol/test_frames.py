@@ -31,6 +31,8 @@ def code_of(frame):
         ({"t": "say", "text": "hi", "params": {"priority": True}}, "bad_field"),
         ({"t": "say", "text": "hi", "params": {"stop": ["", "x"]}}, "bad_field"),
         ({"t": "say", "text": "hi", "params": {"seed": True}}, "bad_field"),
+        ({"t": "say", "text": "hi", "params": {"cache": 1}}, "bad_field"),
+        ({"t": "session.open", "params": {"cache": "yes"}}, "bad_field"),
         ({"t": "session.resume", "sid": "x", "ep": "e"}, "bad_field"),
         ({"t": "session.resume", "sid": "x", "ep": "e", "last_seq": 1.5}, "bad_field"),
         ({"t": "rollback", "tid": "2"}, "bad_field"),
