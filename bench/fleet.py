@@ -55,6 +55,8 @@ class Fleet:
         args = ["--engine", "scripted", "--scripted-rate", str(self.rate), "--scripted-words", "100000",
                 "--slots", "512", "--redis", self.redis.url, "--node-id", f"n{i}"]  # fmt: skip
         env = {"RTSERVER_SCRIPTED_STAMP": "1" if self.stamp else "0"}
+        # One load generator on one address opens hundreds of sockets at once: the per-address limits are off.
+        env |= {f"RTSERVER_{k}": "0" for k in ("PENDING_PER_IP", "CONNECTIONS_PER_IP", "FRAMES_PER_MIN_IP")}
         return start_rtserver(args, None, self.tmp / f"d{i}", env)
 
     def close(self) -> None:
