@@ -17,8 +17,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from .common import summary, write_json
-from .common import Conn
+from .common import Conn, summary, write_json
 from .fleet import Fleet
 
 
