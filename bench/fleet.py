@@ -71,13 +71,16 @@ async def relay(fl: Fleet, sessions: int, seconds: float, tokens: int) -> dict[s
     remote_lat: list[float] = []
     deltas = 0
 
-    async def session(i: int) -> None:
-        nonlocal deltas
+    async def setup(i: int) -> tuple[Conn, Conn, str]:
         own, other = await Conn.open(urls[i % 3]), await Conn.open(urls[(i + 1) % 3])
         await own.send({"t": "session.open", "id": 0})
         sid = (await own.until("session"))["sid"]
         await other.send({"t": "session.open", "sid": sid, "id": 0})
         await other.until("session")
+        return own, other, sid
+
+    async def session(own: Conn, other: Conn, sid: str) -> None:
+        nonlocal deltas
         end = time.monotonic() + seconds
 
         async def follow(c: Conn, out: list[float], count: bool) -> None:
@@ -98,9 +101,10 @@ async def relay(fl: Fleet, sessions: int, seconds: float, tokens: int) -> dict[s
         await own.ws.close()
         await other.ws.close()
 
+    opened = [await setup(i) for i in range(sessions)]  # one after another: the relay is measured, not a rush
     r = redis.Redis.from_url(fl.redis.url)
     cpu0, busy0 = redis_cpu(r), cpu_busy()
-    await asyncio.gather(*(session(i) for i in range(sessions)))
+    await asyncio.gather(*(session(*c) for c in opened))
     cpu1, busy1 = redis_cpu(r), cpu_busy()
     r.close()
     o, m = summary(owner_lat), summary(remote_lat)
