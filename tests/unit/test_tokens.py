@@ -11,7 +11,7 @@ import pytest
 
 from rtserver.auth.tokens import TokenError, mint, verify
 
-from ..conftest import ROOT
+from ..conftest import ROOT, require
 
 DOC = (ROOT / "docs" / "deploy.md").read_text()
 
@@ -46,8 +46,7 @@ def test_the_python_snippet_mints_a_token_the_server_accepts():
 
 
 def test_the_js_snippet_mints_a_token_the_server_accepts(tmp_path):
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed")
+    require(shutil.which("node") is not None, "node is not installed (the JS snippet runs in Node 20)")
     (tmp_path / "mint.mjs").write_text(snippet("js") + '\nconsole.log(mint("s3cret", "bob"));\n')
     out = subprocess.run(["node", str(tmp_path / "mint.mjs")], capture_output=True, text=True, check=True, timeout=60)
     assert verify("s3cret", out.stdout.strip(), now=time.time()).user == "bob"
