@@ -163,12 +163,7 @@ class RedisStore:
         gen, how = await self._take(sid)
         if gen == -1:
             return None
-        s, t, f, _ = keys(sid)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.hgetall(s)
-        pipe.hgetall(t)
-        pipe.xrange(f, "-", "+")
-        state, turns, entries = await self._call("load", pipe.execute())
+        state, turns, entries = await self._read(sid, "load")
         found = self._rebuild(sid, state, turns)
         h = found.data.history
         if how == "takeover":  # the dead owner may have handed out any reserved id
@@ -208,14 +203,18 @@ class RedisStore:
         reserved = int(state.get(b"reserved", TID_BLOCK))
         return Loaded(data, max(reserved, h.next_tid - 1), None)
 
-    async def view(self, sid: str) -> tuple[Loaded, str, list[bytes]] | None:
-        """A session another node owns, as it stands in Redis: its state, its owner and the frames kept."""
+    async def _read(self, sid: str, what: str) -> Any:
+        """A session's state, turns and kept frames, in one round trip."""
         s, t, f, _ = keys(sid)
         pipe = self.redis.pipeline(transaction=False)
         pipe.hgetall(s)
         pipe.hgetall(t)
         pipe.xrange(f, "-", "+")
-        state, turns, entries = await self._call("read", pipe.execute())
+        return await self._call(what, pipe.execute())
+
+    async def view(self, sid: str) -> tuple[Loaded, str, list[bytes]] | None:
+        """A session another node owns, as it stands in Redis: its state, its owner and the frames kept."""
+        state, turns, entries = await self._read(sid, "read")
         if not state:
             return None
         found = self._rebuild(sid, state, turns)
