@@ -291,7 +291,9 @@ class Connection:
             self.send(self.host.welcome())
         elif isinstance(a, C.Open):
             self._room_for_user(None)
-            h = await sessions.open(a.persona, a.params, a.model, a.card, a.story, user=self.user)
+            h = await sessions.open(
+                a.persona, a.params, a.model, a.card, a.story, user=self.user, quota=self._stored_quota
+            )
             self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
             self._attach(h)
         elif isinstance(a, C.PutCard):
@@ -388,6 +390,14 @@ class Connection:
         """The user whose open sessions are counted: players (user tokens) only."""
         p = self.client.principal
         return p.user if p is not None and p.kind == "token" else ""
+
+    @property
+    def _stored_quota(self) -> int:
+        """How many stored sessions this connection's user may keep: players (user tokens) only."""
+        p = self.client.principal
+        if p is None or p.kind != "token":
+            return 0
+        return int(p.limit("stored_sessions", self.host.settings.stored_sessions_per_user))
 
     def _room_for_user(self, sid: str | None) -> None:
         if sid is None or sid not in self.handles:

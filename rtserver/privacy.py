@@ -1,6 +1,6 @@
 """``rtserver sessions erase --user U``: a privacy request. Removes every stored session of the user (its
-history, card, story state and frame log: one journal file each) and, unless ``--keep-audit-bodies``, the bodies
-of the user's audit records (their headers stay, so the audit chain still verifies).
+history, card, story state and frame log: one journal file each; and the index that counts them) and, unless
+``--keep-audit-bodies``, the bodies of the user's audit records (their headers stay: the chain still verifies).
 
 It works on a data dir directly. A node that is running holds its audit lock: its audit bodies are left, and
 the command says so (erase them through the node: ``session.delete``, or stop it and run this again).
@@ -17,6 +17,7 @@ from .audit.erase import erase_file, node_lock
 from .sessions import records as R
 from .sessions.journal import scan
 from .sessions.local import LocalStore
+from .sessions.quota import DirQuota
 
 
 def add_parsers(sub: argparse._SubParsersAction, data_dir: str) -> None:  # type: ignore[type-arg]
@@ -40,6 +41,7 @@ def erase_sessions(data_dir: Path, user: str) -> set[str]:
             path.unlink(missing_ok=True)
             (store.aside / path.name).unlink(missing_ok=True)
             gone.add(sid)
+    DirQuota(data_dir / "users", lambda sid: False).erase(user)  # and the index that counted them
     return gone
 
 

@@ -39,6 +39,7 @@ from .engine.scripted import ScriptedEngine
 from .filters import build_pipeline
 from .filters.base import Client
 from .fleet import Fleet
+from .fleet.clients import sync_client
 from .limits.sessions import UserSessions
 from .maintenance import Maintenance
 from .metrics import Metrics
@@ -46,6 +47,7 @@ from .protection import Protection, ProtectionCollector
 from .sessions.handle import Sessions
 from .sessions.local import LocalStore
 from .sessions.manager import SessionConfig, SessionManager
+from .sessions.quota import DirQuota
 from .sessions.store import Store
 from .sessions.turns import Turns
 from .settings import Settings
@@ -99,14 +101,13 @@ class Server:
             self.store = self.fleet.store
         else:
             self.store = LocalStore(Path(s.data_dir), self.node_id, fsync=s.fsync, session_ttl=s.session_ttl)
-        self.protection = Protection(s, auth_setup(s.auth, s.host, Path(s.data_dir), s.token_secret), node=self.node_id)
+        cluster = self.fleet.cluster if self.fleet is not None else False
+        self.protection = Protection(
+            s, auth_setup(s.auth, s.host, Path(s.data_dir), s.token_secret), node=self.node_id, cluster=cluster
+        )
         self.audit = AuditLog(Path(s.data_dir) / "audit", self.node_id, capacity=s.audit_buffer, fsync=s.fsync)
         if s.redis_url and s.audit:
-            import redis
-
-            self.audit.redis = redis.Redis.from_url(
-                s.redis_url, socket_timeout=s.redis_timeout, socket_connect_timeout=s.redis_timeout
-            )
+            self.audit.redis = sync_client(s.redis_url, s.redis_timeout, self.fleet.cluster if self.fleet else None)
         if s.audit:
             self.protection.sinks.append(SecurityEvents(self.audit))
         self.pipeline = build_pipeline(
@@ -138,6 +139,7 @@ class Server:
                 session_idle_s=s.session_idle_s,
                 max_resident=s.max_resident_sessions,
             ),
+            quota=self._quota(),
         )
         self.turns = Turns(self.manager, self.pipeline)
         self.cards = CardRegistry(Path(s.data_dir) / "cards")
@@ -157,6 +159,13 @@ class Server:
         self.ready = False
         self.draining = False
         self._stop = asyncio.Event()
+
+    def _quota(self) -> DirQuota | None:
+        """Embedded, the per-user index of stored sessions lives beside them; across nodes the fleet sets it."""
+        store = self.store
+        if not isinstance(store, LocalStore):
+            return None
+        return DirQuota(Path(self.settings.data_dir) / "users", lambda sid: store.path(sid).exists())
 
     def welcome(self) -> F.Frame:
         s = self.settings

@@ -36,6 +36,7 @@ def add_parsers(sub: argparse._SubParsersAction, data_dir: str) -> None:  # type
     m.add_argument("--ro", help="comma-separated session ids the user may watch read-only")
     m.add_argument("--frames-per-min", type=float, help="this user's frame limit")
     m.add_argument("--tokens-per-min", type=float, help="this user's generated-token limit")
+    m.add_argument("--stored-sessions", type=int, help="how many sessions this user may keep stored")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -62,11 +63,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _share(url: str, kid: str, record: object) -> None:
-    import redis
-
+    from ..fleet.clients import sync_client
     from ..protection import KEYS_HASH
 
-    with redis.Redis.from_url(url, socket_timeout=5) as r:
+    with sync_client(url, 5.0) as r:
         r.hset(KEYS_HASH, kid, json.dumps(record))
 
 
@@ -79,7 +79,12 @@ def _mint(args: argparse.Namespace) -> int:
     if not secret:
         print("rtserver: give --secret or set RTSERVER_TOKEN_SECRET (the server's token_secret)", file=sys.stderr)
         return 2
-    limits = {k: v for k, v in (("frames_per_min", args.frames_per_min), ("tokens_per_min", args.tokens_per_min)) if v}
+    asked = (
+        ("frames_per_min", args.frames_per_min),
+        ("tokens_per_min", args.tokens_per_min),
+        ("stored_sessions", args.stored_sessions),
+    )
+    limits = {k: v for k, v in asked if v}
     print(
         tokens.mint(
             secret, args.user, args.ttl, now=time.time(), models=_split(args.models), ro=_split(args.ro), limits=limits

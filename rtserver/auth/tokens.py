@@ -21,7 +21,7 @@ from typing import Any
 from ..principal import Principal
 
 HEADER = {"alg": "HS256", "typ": "JWT"}
-LIMIT_CLAIMS = ("frames_per_min", "tokens_per_min")
+LIMIT_CLAIMS = ("frames_per_min", "tokens_per_min", "stored_sessions")
 
 
 class TokenError(Exception):

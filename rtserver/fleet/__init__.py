@@ -18,6 +18,7 @@ from ..settings import Settings
 from .clients import client, is_cluster
 from .fallback import Fallback
 from .lease import NodeLease
+from .quota import RedisQuota
 from .relay import Relay
 from .remote import FleetSessions
 from .rpc import Rpc
@@ -50,9 +51,13 @@ class Fleet:
         self.sessions = FleetSessions(manager, turns, self.store, self.relay, self.rpc, cards)
         manager.on_frame = self._frame
         manager.on_broadcast = self._broadcast
+        manager.quota = RedisQuota(self.redis, self.store)
         return self.sessions
 
     def _frame(self, s: Session, data: bytes, now: float) -> None:
+        if s.deleted:  # its keys are gone (session.closed): the last frame goes to the other nodes' clients direct
+            self._publish(s, s.log.last_seq, data)
+            return
         running = b""
         r = s.running
         if r is not None and self._marked.get(s.sid) != r.node.tid:  # the turn.start of a new turn
@@ -65,12 +70,14 @@ class Fleet:
 
     def _broadcast(self, s: Session, data: bytes) -> None:
         """Presence to the other nodes' clients: straight to the channel, unnumbered (``first`` 0)."""
+        self._publish(s, 0, data)
 
+    def _publish(self, s: Session, first: int, data: bytes) -> None:
         async def publish() -> None:
             try:
-                await self.redis.spublish(keys(s.sid)[3], pack([s.log.epoch, 0, [data]]))
+                await self.redis.spublish(keys(s.sid)[3], pack([s.log.epoch, first, [data]]))
             except RedisError as exc:
-                log.info("presence_not_relayed", sid=s.sid, error=str(exc))
+                log.info("frame_not_relayed", sid=s.sid, seq=first, error=str(exc))
 
         asyncio.get_running_loop().create_task(publish())
 

@@ -45,3 +45,14 @@ def node_client(cluster: Any, channel: str) -> tuple[str, Any]:
     """For a subscription in a cluster: a plain connection to the primary that owns the channel's slot."""
     node = cluster.get_node_from_key(channel)
     return node.name, aioredis.Redis(host=node.host, port=node.port, socket_timeout=None, retry=Retry(NoBackoff(), 0))
+
+
+def sync_client(url: str, timeout: float, cluster: bool | None = None) -> Any:
+    """A blocking client (the audit writer's thread, the CLI): a cluster's when the server is one (asked when
+    ``cluster`` is None)."""
+    if cluster is None:
+        cluster = is_cluster(url, timeout)
+    opts: dict[str, Any] = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    if cluster:
+        return redis.cluster.RedisCluster.from_url(url, **opts)
+    return redis.Redis.from_url(url, **opts)

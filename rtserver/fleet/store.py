@@ -286,6 +286,7 @@ class RedisStore:
         await self._write_or_keep(sid, gen, {"d.story": pack(story)}, {})
 
     async def delete(self, sid: str, gen: int) -> None:
+        await self.frames.drain()  # its last frames reach the stream and the other nodes first
         s, t, f, _ = keys(sid)
         if await self._call("delete", self._delete(keys=[s, t, f], args=[gen])) == -1:
             self._fenced(sid)

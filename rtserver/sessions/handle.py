@@ -123,17 +123,19 @@ class Sessions:
         card: dict[str, Any] | None = None,
         story: dict[str, Any] | None = None,
         user: str = "",
+        quota: int = 0,
     ) -> SessionHandle:
-        """A new session; with ``card`` a card session, whose greetings are its first turns; ``user``: whose."""
+        """A new session; with ``card`` a card session, whose greetings are its first turns; ``user``: whose;
+        ``quota``: the stored sessions that user may keep (0: any number)."""
         if card is None:
             if story:
                 raise ClientError("session.open: user, vars, note and note_depth need a card")
-            s = await self.manager.create(persona, params, model, user=user)
+            s = await self.manager.create(persona, params, model, user=user, quota=quota)
             return LocalHandle(s, self.manager, self.turns)
         if set(card) == {"cid"} and isinstance(card["cid"], str):  # a card registered by card.put
             card = await self.cards.get(card["cid"])
         state = storyline.new_story(card, story or {}, self.manager.config.max_text).to_dict()
-        s = await self.manager.create(persona, params, model, state, user=user)
+        s = await self.manager.create(persona, params, model, state, user=user, quota=quota)
         await storyline.open_story(self.manager, s)
         return LocalHandle(s, self.manager, self.turns)
 

@@ -19,6 +19,7 @@ import structlog
 from rtprotocol import encode_msgpack
 
 from ..errors import Busy, ClientError, StoreFailed
+from .quota import Quota
 from .session import BroadcastHook, FrameHook, Session, Subscriber, new_epoch
 from .store import SessionData, Store
 
@@ -46,8 +47,10 @@ class SessionManager:
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
+        quota: Quota | None = None,
     ) -> None:
         self.store = store
+        self.quota = quota  # per-user stored sessions; None: not counted
         self.config = config
         self.clock, self.wall = clock, wall
         self.sessions: dict[str, Session] = {}  # in memory
@@ -95,9 +98,10 @@ class SessionManager:
         model: str | None,
         story: dict[str, Any] | None = None,
         user: str = "",
+        quota: int = 0,
     ) -> Session:
         """A new session; ``story``: a card session's story state (``Story.to_dict``), already checked; ``user``:
-        who it belongs to."""
+        who it belongs to; ``quota``: how many stored sessions that user may keep (0: any number)."""
         model = model or self.config.default_model
         if model not in self.config.models:
             raise ClientError(
@@ -108,9 +112,19 @@ class SessionManager:
         self._make_room()
         sid, owner = secrets.token_urlsafe(16), self.store.node_id
         data = SessionData(sid, persona, dict(params), model, owner=owner, story=story, user=user)
-        gen = await self.store.acquire(data.sid)
-        epoch = new_epoch()
-        reserved = await self.store.create(data, gen, epoch)
+        counted = self.quota if user and quota > 0 else None
+        if counted is not None:
+            await counted.claim(user, sid, quota)
+        try:
+            gen = await self.store.acquire(sid)
+            epoch = new_epoch()
+            reserved = await self.store.create(data, gen, epoch)
+        except BaseException:
+            if counted is not None:
+                await counted.release(user, sid)
+            raise
+        if counted is not None:
+            counted.written(sid)
         s = Session(data, self.config.frame_log, gen=gen, reserved=reserved, now=self.clock(), epoch=epoch)
         self.sessions[data.sid] = s
         s.on_frame, s.on_broadcast = self.on_frame, self.on_broadcast
@@ -203,6 +217,9 @@ class SessionManager:
     async def close(self, s: Session) -> None:
         """Delete the session (its running turn, if any, was cancelled and ended first)."""
         await self.store.delete(s.sid, s.gen)
+        s.deleted = True
+        if self.quota is not None and s.data.user:
+            await self.quota.release(s.data.user, s.sid)
         s.emit({"t": "session.closed", "sid": s.sid, "seq": 0}, self.wall())
         self.sessions.pop(s.sid, None)
 

@@ -67,6 +67,7 @@ class Session:
         self.on_frame: FrameHook | None = None  # each numbered frame also goes here (Redis: the frame stream)
         self.on_broadcast: BroadcastHook | None = None  # each unnumbered frame too (Redis: the channel)
         self.present: dict[str, dict[str, str]] = {}  # the connections attached, on any node (presence)
+        self.deleted = False  # gone from the store: only its session.closed frame is still to go out
 
     @classmethod
     def loaded(cls, found: Loaded, capacity: int, *, gen: int, now: float) -> Session:

@@ -214,7 +214,7 @@ async def test_a_backends_api_key_is_not_rate_limited_as_one_client(serve, tmp_p
         assert (await r.recv())["t"] == "pong"
 
 
-async def test_connection_counts_are_shared_by_the_nodes_of_one_redis(serve, redis_server):
+async def test_connection_counts_are_shared_by_the_nodes_of_one_redis(redis_server, serve):
     common = {"redis_url": redis_server.url, "trusted_proxies": "127.0.0.1", "pending_per_ip": 3}
     a = await serve(node_id="node-a", **common)
     b = await serve(node_id="node-b", **common)
@@ -231,3 +231,53 @@ async def test_connection_counts_are_shared_by_the_nodes_of_one_redis(serve, red
     await late.send({"t": "ping", "id": 1})
     assert (await late.recv())["t"] == "pong"
     assert limits(b).pending["10.0.0.1"] == 2 and limits(a).pending["10.0.0.1"] == 1
+    assert not b.server.protection.counts.failures  # decided in Redis, not by a fallback
+
+
+async def player(url: str, user: str, **claims: object) -> Raw:
+    r = await Raw.connect(url, hello=False)
+    await r.send({"t": "hello", "token": mint(SECRET, user, 600, now=time.time(), **claims)})
+    assert (await r.recv())["t"] == "welcome"
+    return r
+
+
+async def refused_open(r: Raw) -> dict[str, object]:
+    await r.send({"t": "session.open", "id": "over"})
+    f = await r.recv()
+    assert f["t"] == "error" and f["id"] == "over"
+    return f
+
+
+async def test_a_player_keeps_at_most_stored_sessions_per_user_and_a_delete_frees_a_place(serve, tmp_path):
+    srv = await serve(auth="on", token_secret=SECRET, stored_sessions_per_user=3)
+    ann = await player(srv.url, "ann")
+    sids = [(await ann.open())["sid"] for _ in range(3)]
+    await ann.close()  # closing the connection keeps the sessions stored: they still count
+    ann = await player(srv.url, "ann")
+    f = await refused_open(ann)
+    assert f["code"] == "session_quota" and "session.delete" in f["msg"]
+    bob = await player(srv.url, "bob")
+    assert (await bob.open())["t"] == "session"  # the quota is ann's, not the server's
+    await ann.send({"t": "session.delete", "sid": sids[0]})
+    await ann.until("session.closed")
+    assert (await ann.open())["t"] == "session"  # a place came free
+    assert (await refused_open(ann))["code"] == "session_quota"
+    gone = next((tmp_path / "data" / "sessions").rglob(f"{sids[1]}.log"))
+    gone.unlink()  # what session_ttl's expiry does, without a word to the index
+    assert (await ann.open())["t"] == "session"  # the stale place is found when ann is at the limit
+    roomy = await player(srv.url, "ann", limits={"stored_sessions": 5})
+    for _ in range(2):  # ann keeps 3: two more under the token's own limit
+        assert (await roomy.open())["t"] == "session"
+    assert (await refused_open(roomy))["code"] == "session_quota"
+
+
+async def test_an_api_key_keeps_any_number_of_sessions(serve, tmp_path):
+    from rtserver.auth.keys import KeyStore
+
+    key = KeyStore(tmp_path / "data").create("backend")
+    srv = await serve(auth="on", token_secret=SECRET, stored_sessions_per_user=1)
+    r = await Raw.connect(srv.url, hello=False)
+    await r.send({"t": "hello", "token": key})
+    assert (await r.recv())["t"] == "welcome"
+    for _ in range(3):  # a backend serves many players under one key
+        assert (await r.open())["t"] == "session"
