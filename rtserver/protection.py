@@ -28,14 +28,16 @@ log = structlog.get_logger("rtserver.protection")
 
 
 class Protection:
-    def __init__(self, settings: Settings, auth: Authenticator, *, node: str = "", redis: Any = None) -> None:
+    def __init__(
+        self, settings: Settings, auth: Authenticator, *, node: str = "", redis: Any = None, cluster: bool = False
+    ) -> None:
         self.settings, self.auth = settings, auth
         local = Gcra()
         shared, self.counts = None, None
         if settings.redis_url:
-            redis = redis or redis_for_limits(settings.redis_url, settings.redis_timeout)
+            redis = redis or redis_for_limits(settings.redis_url, settings.redis_timeout, cluster=cluster)
             fail_open = settings.limits_fail == "open"
-            shared = SharedLimiter(redis, local, timeout=settings.redis_timeout, fail_open=fail_open)
+            shared = SharedLimiter(redis, local, timeout=settings.redis_timeout, fail_open=fail_open, cluster=cluster)
             self.counts = SharedCounts(redis, node, timeout=settings.redis_timeout, fail_open=fail_open)
         self.redis = redis
         self.limiter = Limiter(local, shared)
@@ -86,6 +88,10 @@ class Protection:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        if self.counts is not None:
+            self.counts.close()
+        if self.limiter.shared is not None:
+            self.limiter.shared.close()
         if self.redis is not None:
             await self.redis.aclose()
 
@@ -114,10 +120,16 @@ KEYS_HASH = "rt:keys"  # id -> the key's record (salted hash, never the key), wr
 REVOKE_CHECK_S = 0.25  # the key file's mtime is looked at this often; it is re-read only when it changed
 
 
-def redis_for_limits(url: str, timeout: float, connections: int = 32) -> Any:
+def redis_for_limits(url: str, timeout: float, connections: int = 32, *, cluster: bool = False) -> Any:
     """A client whose pool waits (up to ``timeout``) for one of its connections: a burst of decisions queues
-    on a few connections instead of failing for want of one (redis-py's plain pool raises at its limit)."""
+    on a few connections instead of failing for want of one (redis-py's plain pool raises at its limit). A
+    cluster's client keeps its own pool per node, without retries (the limiter's policy decides)."""
     import redis.asyncio as aioredis
+
+    if cluster:
+        from .fleet.clients import client
+
+        return client(url, timeout, cluster=True)
 
     pool = aioredis.BlockingConnectionPool.from_url(
         url, max_connections=connections, timeout=timeout, socket_timeout=timeout, socket_connect_timeout=timeout

@@ -92,7 +92,7 @@ def _verify(directory: Path, redis_url: str | None = None) -> int:
 
 
 def _redis_heads(url: str) -> dict[str, dict[str, Any]]:
-    import redis
+    from ..fleet.clients import sync_client
 
-    with redis.Redis.from_url(url, socket_timeout=5) as r:
+    with sync_client(url, 5.0) as r:
         return {k.decode().rsplit(":", 1)[1]: orjson.loads(r.get(k)) for k in r.scan_iter("rt:audit:head:*")}

@@ -89,10 +89,12 @@ class _Conn:
                 await asyncio.sleep(0.5)  # a retry pace, not a synchronisation
         self.on_lost(set(self.channels))
 
-    async def close(self) -> None:
+    async def close(self, *, client: bool) -> None:
         if self.task is not None:
             self.task.cancel()
         await self.pubsub.aclose()
+        if client:  # a cluster node's own client: its pool keeps the connection the subscription gave back
+            await self.client.aclose()
 
 
 class Channels:
@@ -103,9 +105,10 @@ class Channels:
         self._where: dict[str, _Conn] = {}
 
     def _conn(self, channel: str) -> _Conn:
-        name, client = node_client(self.blocking, channel) if self.cluster else ("redis", self.blocking)
+        name = self.blocking.get_node_from_key(channel).name if self.cluster else "redis"
         conn = self._conns.get(name)
         if conn is None:
+            client = node_client(self.blocking, channel)[1] if self.cluster else self.blocking
             conn = self._conns[name] = _Conn(name, client, self.on_message, self.on_lost)
         return conn
 
@@ -120,4 +123,4 @@ class Channels:
 
     async def close(self) -> None:
         for conn in self._conns.values():
-            await conn.close()
+            await conn.close(client=self.cluster)

@@ -1,16 +1,25 @@
 """Connection counts per client IP shared by every node through Redis: one hash per counted thing and IP, one
-field per node holding that node's own count (an absolute number, written at each change, so a lost update
-never leaves a count drifting). A decision is one Lua script: the live nodes' fields summed (a node is live while
-its heartbeat key ``rt:node:<node>`` exists; a dead node's field is dropped on the way), this node's new count
-added, refused past the limit. Nodes renew their heartbeat a few times a second (the protection watch).
+field per node holding that node's own count (an absolute number, so a lost update never leaves a count
+drifting) and the number of the change that wrote it (a node's calls may reach Redis out of order: an older
+count never overwrites a newer one). A decision is one Lua script: the live nodes' counts summed, this node's
+new count added, refused past the limit.
+
+Which nodes are live is kept in one sorted set, ``rt:count:nodes``, each node scored with the time its
+heartbeat lapses; every heartbeat (a few a second, the protection watch) also reads it back. The deciding
+script is given that view: live nodes' fields are counted, dead nodes' dropped, and a node not in the view (one
+started since the last heartbeat) is left alone, so a new node's connections count everywhere within a
+heartbeat. The scripts touch only the keys they are given, and the keys of one IP share a hash tag: Redis
+Cluster safe.
 
 Redis failing: ``fail_open`` counts on this node alone, else refuses; after a failure Redis is left alone for a
-second. (Single Redis or one shard: the script reads heartbeat keys it is not given, which Redis Cluster forbids.)
+second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -20,29 +29,63 @@ import structlog
 log = structlog.get_logger("rtserver.limits")
 
 PREFIX = "rt:count:"
-ALIVE = "rt:node:"
-# KEYS: one hash per count. ARGV[1]: this node; ARGV[2]: the heartbeat prefix; then per key: new count, limit.
-ACQUIRE = """
-local totals = {}
+NODES = "rt:count:nodes"
+KEEP_DEAD_MS = 3_600_000  # a dead node stays on the list this long, so the fields it left are dropped
+# A field's value is "<count>:<change>". ``put(key, node, value)``: written unless the field holds a later change.
+PUT = """
+local function count(value) return tonumber(string.match(value, '^(%d+)')) end
+local function put(key, node, value)
+  local old = redis.call('HGET', key, node)
+  if old and tonumber(string.match(old, ':(%d+)$')) > tonumber(string.match(value, ':(%d+)$')) then return end
+  redis.call('HSET', key, node, value)
+  redis.call('EXPIRE', key, 86400)
+end
+"""
+# KEYS: one hash per count. ARGV[1]: this node; ARGV[2]: n, then n pairs of a node in the view and its state ("1"
+# live, "0" dead); then per key: this node's new value, the limit.
+ACQUIRE = (
+    PUT
+    + """
+local known, n = {}, tonumber(ARGV[2])
+for i = 1, n do known[ARGV[1 + 2*i]] = ARGV[2 + 2*i] end
 for i = 1, #KEYS do
-  local total = tonumber(ARGV[1 + 2*i])
+  local at = 2 + 2*n + 2*i
+  local total = count(ARGV[at - 1])
   local fields = redis.call('HGETALL', KEYS[i])
   for j = 1, #fields, 2 do
-    local node = fields[j]
-    if node ~= ARGV[1] then
-      if redis.call('EXISTS', ARGV[2] .. node) == 1 then total = total + tonumber(fields[j + 1])
-      else redis.call('HDEL', KEYS[i], node) end
-    end
+    local state = known[fields[j]]
+    if state == '0' then redis.call('HDEL', KEYS[i], fields[j])
+    elseif state == '1' and fields[j] ~= ARGV[1] then total = total + count(fields[j + 1]) end
   end
-  local limit = tonumber(ARGV[2 + 2*i])
-  if limit > 0 and total > limit then return {0, i} end
+  if tonumber(ARGV[at]) > 0 and total > tonumber(ARGV[at]) then return {0, i} end
 end
-for i = 1, #KEYS do
-  redis.call('HSET', KEYS[i], ARGV[1], ARGV[1 + 2*i])
-  redis.call('EXPIRE', KEYS[i], 86400)
-end
+for i = 1, #KEYS do put(KEYS[i], ARGV[1], ARGV[1 + 2*n + 2*i]) end
 return {1, 0}
 """
+)
+# KEYS[1]: one count. ARGV: this node, its new value.
+SET = PUT + "put(KEYS[1], ARGV[1], ARGV[2])"
+# KEYS[1]: the node list. ARGV: this node, its heartbeat's TTL in ms, how long dead nodes are kept (ms).
+# Returns the view: node, "1" (live) or "0" (dead), ...
+HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[3]))
+local view = {}
+local function add(nodes, state)
+  for _, n in ipairs(nodes) do view[#view + 1] = n; view[#view + 1] = state end
+end
+add(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf'), '1')
+add(redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', '(' .. now), '0')
+return view
+"""
+
+
+def key(counted: str) -> str:
+    """``c:<ip>`` (connections) and ``p:<ip>`` (not yet said hello) share the IP's hash tag: one slot."""
+    kind, _, ip = counted.partition(":")
+    return f"{PREFIX}{{{ip}}}:{kind}"
 
 
 class SharedCounts:
@@ -57,44 +100,55 @@ class SharedCounts:
     ) -> None:
         self.redis, self.node, self.timeout, self.fail_open, self.clock = redis, node, timeout, fail_open, clock
         self._acquire = redis.register_script(ACQUIRE)
+        self._set = redis.register_script(SET)
+        self._heartbeat = redis.register_script(HEARTBEAT)
+        self.known: list[str] = []  # node, "1" (live) or "0" (its heartbeat lapsed), ...: the last heartbeat's view
+        # Changes are numbered from this start's wall-clock time: a restarted node's outnumber its last life's.
+        self._changes = itertools.count(int(time.time() * 1e6))
         self._down_until = 0.0
         self.failures = 0
+
+    def _value(self, n: int) -> str:
+        return f"{n}:{next(self._changes)}"
 
     async def acquire(self, counts: Sequence[tuple[str, int, int]]) -> bool | None:
         """``counts``: (key, this node's count with the new one, limit). True: counted everywhere; False: over a
         limit across the nodes; None: Redis is not answering (the caller applies its policy)."""
         if self.clock() < self._down_until:
             return None
-        args: list[Any] = [self.node, ALIVE]
+        args: list[Any] = [self.node, len(self.known) // 2, *self.known]
         for _, n, limit in counts:
-            args += [n, limit]
+            args += [self._value(n), limit]
         try:
             async with asyncio.timeout(self.timeout):
-                ok, _ = await self._acquire(keys=[PREFIX + k for k, _, _ in counts], args=args)
+                ok, _ = await self._acquire(keys=[key(k) for k, _, _ in counts], args=args)
         except Exception as exc:  # noqa: BLE001 - any Redis failure is an outage here
             self._failed(exc)
             return None
         return bool(int(ok))
 
-    async def set(self, key: str, n: int) -> None:
-        """This node's count of ``key`` is now ``n`` (a connection closed, or said hello)."""
+    async def set(self, counted: str, n: int) -> None:
+        """This node's count of ``counted`` is now ``n`` (a connection closed, or said hello)."""
         if self.clock() < self._down_until:
             return
         try:
             async with asyncio.timeout(self.timeout):
-                if n > 0:
-                    await self.redis.hset(PREFIX + key, self.node, n)
-                else:
-                    await self.redis.hdel(PREFIX + key, self.node)
+                await self._set(keys=[key(counted)], args=[self.node, self._value(n)])
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
 
     async def heartbeat(self, ttl_s: float = 3.0) -> None:
         try:
             async with asyncio.timeout(self.timeout):
-                await self.redis.set(ALIVE + self.node, 1, px=int(ttl_s * 1000))
+                view = await self._heartbeat(keys=[NODES], args=[self.node, int(ttl_s * 1000), KEEP_DEAD_MS])
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
+            return
+        self.known = [x.decode() for x in view]
+
+    def close(self) -> None:
+        """The node is stopping: Redis is not asked again (a late call would open a connection nobody closes)."""
+        self._down_until = math.inf
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1

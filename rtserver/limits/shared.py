@@ -6,11 +6,16 @@ expire when their TAT passes. If Redis does not answer within ``redis_timeout`` 
 (the node's own in-process limits, the default, as Envoy's global limiter does) or fail closed (refused,
 ``retry_after`` 1 s). After a failure Redis is left alone for a second, so an outage costs one timeout a second,
 not one per frame: nothing hangs.
+
+On Redis Cluster a request's keys live in different slots, so each is decided by its own script, all at once;
+if one refuses, what the others took is given back (never more admitted than the limit; under contention a
+request may be refused that a single script would have let through).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -64,8 +69,10 @@ class SharedLimiter:
         fail_open: bool = True,
         clock: Callable[[], float] | None = None,
         wall: Callable[[], float] = time.monotonic,
+        cluster: bool = False,
     ) -> None:
         self.redis, self.local, self.timeout, self.fail_open = redis, local, timeout, fail_open
+        self.cluster = cluster
         self.clock = clock  # None: Redis's TIME
         self.wall = wall  # for the back-off after a failure only
         self._take = redis.register_script(TAKE)
@@ -81,16 +88,25 @@ class SharedLimiter:
             return ALLOWED
         if self.wall() < self._down_until:
             return self._fallback(limits)
-        args: list[Any] = [self._now()]
-        for lim in limits:
-            args += [int(lim.interval * 1e6), int(lim.burst * 1e6), lim.cost]
+        now = self._now()
         try:
             async with asyncio.timeout(self.timeout):
-                allowed, wait = await self._take(keys=[PREFIX + lim.key for lim in limits], args=args)
+                if self.cluster and len(limits) > 1:
+                    return await self._take_each(limits, now)
+                allowed, wait = await self._take(keys=[PREFIX + lim.key for lim in limits], args=_args(now, limits))
         except Exception as exc:  # noqa: BLE001 - any Redis failure (refused, timeout, script) is an outage here
             self._failed(exc)
             return self._fallback(limits)
         return ALLOWED if int(allowed) else Decision(False, round(int(wait) / 1e6, 3))
+
+    async def _take_each(self, limits: Sequence[Limit], now: str) -> Decision:
+        taken = await asyncio.gather(*(self._take(keys=[PREFIX + lim.key], args=_args(now, [lim])) for lim in limits))
+        if all(int(ok) for ok, _ in taken):
+            return ALLOWED
+        await asyncio.gather(
+            *(self._give_back(lim, now) for lim, (ok, _) in zip(limits, taken, strict=True) if int(ok))
+        )
+        return Decision(False, round(max(int(wait) for _, wait in taken) / 1e6, 3))
 
     async def refund(self, lim: Limit) -> None:
         if self.wall() < self._down_until:
@@ -98,10 +114,18 @@ class SharedLimiter:
             return
         try:
             async with asyncio.timeout(self.timeout):
-                await self._refund(keys=[PREFIX + lim.key], args=[self._now(), int(lim.interval * 1e6), lim.cost])
+                await self._give_back(lim, self._now())
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
             self.local.refund(lim)
+
+    async def _give_back(self, lim: Limit, now: str) -> None:
+        await self._refund(keys=[PREFIX + lim.key], args=[now, int(lim.interval * 1e6), lim.cost])
+
+    def close(self) -> None:
+        """The node is stopping: decided in process from now on (a late call would open a connection nobody
+        closes)."""
+        self._down_until = math.inf
 
     def _failed(self, exc: BaseException) -> None:
         self.failures += 1
@@ -110,3 +134,10 @@ class SharedLimiter:
 
     def _fallback(self, limits: Sequence[Limit]) -> Decision:
         return self.local.take(limits) if self.fail_open else Decision(False, 1.0)
+
+
+def _args(now: str, limits: Sequence[Limit]) -> list[Any]:
+    args: list[Any] = [now]
+    for lim in limits:
+        args += [int(lim.interval * 1e6), int(lim.burst * 1e6), lim.cost]
+    return args

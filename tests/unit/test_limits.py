@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -51,21 +52,27 @@ def test_a_refund_gives_back_what_was_reserved_but_never_before_now():
     assert admitted(g, [Limit("t", 100)], 500) == 100  # a refund never makes more than a full burst
 
 
-@pytest.fixture
-def redis_url(redis_server):  # type: ignore[no-untyped-def]
-    return redis_server
+@pytest.fixture(params=["single", "cluster"])
+def redis_url(request):  # type: ignore[no-untyped-def]
+    """A single redis-server, and a local 3-master Redis Cluster: the same limits must hold on both."""
+    return request.getfixturevalue("redis_cluster" if request.param == "cluster" else "redis_server")
 
 
-def node(url: str, clock: Clock, timeout: float = 0.5, **kw: object) -> SharedLimiter:
+def is_cluster(backend: object) -> bool:
+    return type(backend).__name__ == "RedisClusterProc"
+
+
+def node(backend: object, clock: Clock, timeout: float = 0.5, **kw: object) -> SharedLimiter:
     from rtserver.protection import redis_for_limits
 
-    client = redis_for_limits(url, timeout)
-    return SharedLimiter(client, Gcra(clock), timeout=timeout, clock=clock, **kw)  # type: ignore[arg-type]
+    cluster = is_cluster(backend)
+    client = redis_for_limits(backend.url, timeout, cluster=cluster)  # type: ignore[attr-defined]
+    return SharedLimiter(client, Gcra(clock), timeout=timeout, clock=clock, cluster=cluster, **kw)  # type: ignore[arg-type]
 
 
 async def test_three_nodes_sharing_redis_enforce_one_limit(redis_url):
     clock = Clock()
-    nodes = [node(redis_url.url, clock, timeout=30.0) for _ in range(3)]  # a burst queues: no timeout here
+    nodes = [node(redis_url, clock, timeout=30.0) for _ in range(3)]  # a burst queues: no timeout here
     lim = [Limit("user:ann", 1000)]
     burst = [n.take(lim) for n in nodes for _ in range(600)]  # 1,800 requests at once, 600 through each node
     results = await asyncio.gather(*burst)
@@ -77,9 +84,21 @@ async def test_three_nodes_sharing_redis_enforce_one_limit(redis_url):
         await n.redis.aclose()
 
 
+async def test_a_users_and_an_ips_limit_are_taken_all_or_nothing_in_redis(redis_url):
+    clock = Clock()
+    n = node(redis_url, clock)
+    both = [Limit("user:ann", 10), Limit("ip:10.0.0.1", 5)]  # on a cluster: two slots, two scripts
+    assert [(await n.take(both)).allowed for _ in range(6)] == [True] * 5 + [False]
+    refused = await n.take(both)
+    assert not refused.allowed and refused.retry_after == pytest.approx(12.0)  # the IP's next place: 60 / 5 s
+    alone = [(await n.take([Limit("user:ann", 10)])).allowed for _ in range(6)]
+    assert alone == [True] * 5 + [False]  # the refused requests took nothing from ann: 5 places left, not fewer
+    await n.redis.aclose()
+
+
 async def test_a_refund_in_redis(redis_url):
     clock = Clock()
-    n = node(redis_url.url, clock)
+    n = node(redis_url, clock)
     assert (await n.take([Limit("t", 100, 90)])).allowed
     assert not (await n.take([Limit("t", 100, 20)])).allowed
     await n.refund(Limit("t", 100, 80))
@@ -87,10 +106,11 @@ async def test_a_refund_in_redis(redis_url):
     await n.redis.aclose()
 
 
+@pytest.mark.parametrize("redis_url", ["single"], indirect=True)
 @pytest.mark.parametrize("fail_open", [True, False])
 async def test_redis_down_fails_open_or_closed_and_nothing_hangs(redis_url, fail_open: bool):
     clock = Clock()
-    n = node(redis_url.url, clock, fail_open=fail_open)
+    n = node(redis_url, clock, fail_open=fail_open)
     assert (await n.take([Limit("u", 5)])).allowed
     redis_url.stop()
     async with asyncio.timeout(10):  # a bound against a hang (the limiter's own bound is 0.5 s)
@@ -105,16 +125,38 @@ async def test_redis_down_fails_open_or_closed_and_nothing_hangs(redis_url, fail
 
 
 async def test_shared_counts_sum_live_nodes_and_drop_dead_ones(redis_url):
-    from rtserver.limits.counts import SharedCounts
+    from rtserver.limits.counts import NODES, SharedCounts, key
     from rtserver.protection import redis_for_limits
 
-    client = redis_for_limits(redis_url.url, 5.0)
-    x, y = SharedCounts(client, "x", timeout=5.0), SharedCounts(client, "y", timeout=5.0)
+    client = redis_for_limits(redis_url.url, 5.0, cluster=is_cluster(redis_url))
+    x, y, z = (SharedCounts(client, name, timeout=5.0) for name in "xyz")
     await x.heartbeat()
+    await y.heartbeat()
     assert await x.acquire([("c:1.2.3.4", 3, 4)])
     assert await y.acquire([("c:1.2.3.4", 1, 4)])  # 3 + 1: at the limit
     assert await y.acquire([("c:1.2.3.4", 2, 4)]) is False  # 3 + 2 > 4
-    await client.delete("rt:node:x")  # x died: its heartbeat expired
-    assert await y.acquire([("c:1.2.3.4", 2, 4)])  # its connections no longer count
-    assert await client.hgetall("rt:count:c:1.2.3.4") == {b"y": b"2"}
+    await z.heartbeat()  # z started after y's last look: y neither counts nor drops z's field yet
+    assert await z.acquire([("c:1.2.3.4", 0, 4)])
+    await client.zadd(NODES, {"x": int(time.time() * 1000) - 10_000})  # x died: its heartbeat lapsed 10 s ago
+    assert await y.acquire([("c:1.2.3.4", 2, 4)]) is False  # y has not looked since: x's 3 still count
+    await y.heartbeat()
+    assert await y.acquire([("c:1.2.3.4", 2, 4)])  # 2 + z's 0: x's connections no longer count
+    fields = await client.hgetall(key("c:1.2.3.4"))
+    assert {k: v.split(b":")[0] for k, v in fields.items()} == {b"y": b"2", b"z": b"0"}  # x's field was dropped
+    await client.aclose()
+
+
+async def test_an_older_count_reaching_redis_late_never_overwrites_a_newer_one(redis_url):
+    from rtserver.limits.counts import SharedCounts, key
+    from rtserver.protection import redis_for_limits
+
+    client = redis_for_limits(redis_url.url, 5.0, cluster=is_cluster(redis_url))
+    x = SharedCounts(client, "x", timeout=5.0)
+    await x.heartbeat()
+    older, newer = x._value(1), x._value(2)  # numbered in the order the node counted them
+    assert await x._acquire(keys=[key("c:5.6.7.8")], args=["x", 0, newer, 9]) == [1, 0]
+    assert await x._acquire(keys=[key("c:5.6.7.8")], args=["x", 0, older, 9]) == [1, 0]  # arrives second
+    assert await client.hget(key("c:5.6.7.8"), "x") == newer.encode()
+    await x.set("c:5.6.7.8", 0)
+    assert (await client.hget(key("c:5.6.7.8"), "x")).startswith(b"0:")
     await client.aclose()
