@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -26,6 +27,7 @@ class RedisProc:
     port: int = 0
     extra: list[str] = field(default_factory=list)
     proc: subprocess.Popen[str] | None = None
+    _drainer: threading.Thread | None = None
 
     @staticmethod
     def available() -> bool:
@@ -62,8 +64,6 @@ class RedisProc:
 
     def _drain(self) -> None:
         """Keep reading its log so a full pipe never blocks it."""
-        import threading
-
         proc = self.proc
         assert proc is not None and proc.stdout is not None
 
@@ -72,11 +72,15 @@ class RedisProc:
                 for _ in out:
                     pass
 
-        threading.Thread(target=drain, args=(proc.stdout,), daemon=True).start()
+        self._drainer = threading.Thread(target=drain, args=(proc.stdout,), daemon=True)
+        self._drainer.start()
 
     def stop(self, kill: bool = False) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill() if kill else self.proc.terminate()
             self.proc.wait()
-        if self.proc is not None and self.proc.stdout is not None:
+        if self._drainer is not None:  # it closes the log at its end; closing it under the thread would raise there
+            self._drainer.join()
+            self._drainer = None
+        elif self.proc is not None and self.proc.stdout is not None:
             self.proc.stdout.close()
