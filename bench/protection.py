@@ -2,7 +2,7 @@
 
 - auth + limits per frame, in process: the connection chain's ``frame()`` for a ping from an authenticated
   user, with protection and without (only the filters every node runs); with Redis: one shared-limit decision
-  (one Lua script round trip) against a real ``redis-server``;
+  (one Lua script round trip) against a real ``redis-server``, and (two scripts at once) a local Redis Cluster;
 - tracing on against off: first delta and deltas/s of the same turns, in-process server, runs alternated;
 - the audit log: records/s written (fsynced batches), and turn latency with the disk healthy and slowed
   (every batch write delayed), same load;
@@ -10,6 +10,7 @@
   rate-limited), against the same bystander alone.
 
     flock /tmp/model.lock python -m bench.protection --runs 3
+    python -m bench.protection --only-redis --name protection-redis
 """
 
 from __future__ import annotations
@@ -65,38 +66,58 @@ def filter_cost(frames: int) -> dict[str, Any]:
 
 
 async def redis_cost(n: int) -> dict[str, Any]:
-    from rtserver.limits import Gcra, Limit, SharedLimiter
-    from rtserver.protection import redis_for_limits
-
+    """One shared decision (a frame's user and IP limits) on a single ``redis-server``, then on a local 3-master
+    Redis Cluster (the two keys in two slots: two scripts at once), each beside its own PING."""
     if shutil.which("redis-server") is None:
         return {"skipped": "no redis-server"}
     port = free_port()
     proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before anything is measured
         ["redis-server", "--port", str(port), "--save", "", "--appendonly", "no"], stdout=subprocess.DEVNULL
     )
-    client = redis_for_limits(f"redis://127.0.0.1:{port}/0", 1.0)
+    try:
+        single = await decisions(f"redis://127.0.0.1:{port}/0", n, cluster=False)
+    finally:
+        proc.terminate()
+        proc.wait()
+    if shutil.which("redis-cli") is None:
+        return single
+    from tests.rediscluster import RedisClusterProc
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = RedisClusterProc(Path(tmp), extra=["--appendonly", "no"]).start()
+        try:
+            single["cluster"] = await decisions(cluster.url, n, cluster=True)
+        finally:
+            cluster.stop()
+    return single
+
+
+async def decisions(url: str, n: int, *, cluster: bool) -> dict[str, Any]:
+    from rtserver.limits import Gcra, Limit, SharedLimiter
+    from rtserver.protection import redis_for_limits
+
+    client = redis_for_limits(url, 1.0, cluster=cluster)
     for _ in range(100):
         try:
             await client.ping()
             break
         except Exception:  # noqa: BLE001 - not up yet
             await asyncio.sleep(0.05)
-    limiter = SharedLimiter(client, Gcra(), timeout=1.0)
+    limiter = SharedLimiter(client, Gcra(), timeout=1.0, cluster=cluster)
     lims, ping = [Limit("f:u:ann", 1e9), Limit("f:ip:127.0.0.1", 1e9)], []
     for _ in range(n // 10):
         await limiter.take(lims)
     times = []
     for _ in range(n):
         t0 = time.perf_counter_ns()
-        await limiter.take(lims)
+        assert (await limiter.take(lims)).allowed
         times.append((time.perf_counter_ns() - t0) / 1e6)
     for _ in range(n):
         t0 = time.perf_counter_ns()
         await client.ping()
         ping.append((time.perf_counter_ns() - t0) / 1e6)
+    assert limiter.failures == 0, "a decision fell back to the node's own limits: Redis did not answer"
     await client.aclose()
-    proc.terminate()
-    proc.wait()
     return {"ms_per_decision": summary(times), "ms_per_redis_ping": summary(ping)}
 
 
@@ -256,9 +277,13 @@ async def main() -> None:
     p.add_argument("--flood", help=argparse.SUPPRESS)
     p.add_argument("--seconds", type=float, default=30.0, help=argparse.SUPPRESS)
     p.add_argument("--name", default="protection")
+    p.add_argument("--only-redis", action="store_true", help="only the shared-limit decision (single and cluster)")
     a = p.parse_args()
     if a.flood:
         await flood(a.flood, a.seconds)
+        return
+    if a.only_redis:
+        print(write_json(a.name, {"limits_redis": await redis_cost(5_000)}), file=sys.stderr)
         return
     result = {
         "filters_in_process": filter_cost(20_000),

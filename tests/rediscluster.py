@@ -25,6 +25,7 @@ class RedisClusterProc:
     dir: Path
     masters: int = 3
     ready_timeout: float = 30.0  # a bound on the wait for the cluster to agree, not a sleep
+    extra: list[str] = field(default_factory=list)  # more redis-server arguments for every node
     nodes: list[RedisProc] = field(default_factory=list)
 
     @staticmethod
@@ -47,7 +48,7 @@ class RedisClusterProc:
             for i in range(self.masters):
                 # The bus port is chosen too: the default (port + 10000) can lie past 65535 for a high free port.
                 extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                         "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000"]  # fmt: skip
+                         "--cluster-port", str(free_port()), "--cluster-node-timeout", "5000", *self.extra]  # fmt: skip
                 self.nodes.append(RedisProc(self.dir / f"node{i}", extra=extra))
         for node in self.nodes:
             node.start()

@@ -23,6 +23,8 @@ ERROR_CODES: Final[dict[str, str]] = {
     "unknown_turn": "No such turn id in this session.",
     "too_many_sessions": "This connection has as many sessions open as `welcome.limits.sessions_per_connection` "
     "allows. Close one or use another connection.",
+    "session_quota": "This user keeps as many stored sessions as the server allows (`stored_sessions_per_user`, "
+    "or the token's `limits.stored_sessions`). Delete one with `session.delete` before opening another.",
     "rate_limited": "Too many frames. Wait `retry_after` seconds.",
     "busy": "The server is at capacity. Retry after `retry_after` seconds.",
     "unknown_model": "The model named in `session.open` is not configured on this server.",

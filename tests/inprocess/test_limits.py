@@ -215,7 +215,7 @@ async def test_a_backends_api_key_is_not_rate_limited_as_one_client(serve, tmp_p
 
 
 async def test_connection_counts_are_shared_by_the_nodes_of_one_redis(redis_server, serve):
-    common = {"redis_url": redis_server.url, "trusted_proxies": "127.0.0.1", "pending_per_ip": 3}
+    common = {"redis_url": redis_server.url, "trusted_proxies": "127.0.0.1", "pending_per_ip": 3, "redis_timeout": 5.0}
     a = await serve(node_id="node-a", **common)
     b = await serve(node_id="node-b", **common)
     first = await Raw.connect(a.url, hello=False, **via("10.0.0.1"))
