@@ -122,6 +122,7 @@ class Server:
             tracer=tracing.tracer() if s.tracing else None,
             pressure=self.protection.memory,
             counts=self.protection.counts,
+            cluster=cluster,
         )
         self.user_sessions = UserSessions(s.sessions_per_user)
         self.metrics.registry.register(ProtectionCollector(self.protection, self.audit))

@@ -103,18 +103,11 @@ class SharedCache:
         self.degraded = False
 
     @classmethod
-    def connect(cls, url: str, *, timeout: float, ttl: float, wait: float) -> SharedCache:
-        from redis.asyncio import Redis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
+    def connect(cls, url: str, *, timeout: float, ttl: float, wait: float, cluster: bool = False) -> SharedCache:
+        from ..fleet.clients import client
 
-        def client(socket_timeout: float | None) -> Any:
-            # No retries of its own: the tier gives up after one bounded try and runs without Redis for a while.
-            return Redis.from_url(
-                url, socket_timeout=socket_timeout, socket_connect_timeout=timeout, retry=Retry(NoBackoff(), 0)
-            )
-
-        return cls(client(timeout), client(None), timeout=timeout, ttl=ttl, wait=wait)
+        # No retries of their own: the tier gives up after one bounded try and runs without Redis for a while.
+        return cls(client(url, timeout, cluster), client(url, None, cluster), timeout=timeout, ttl=ttl, wait=wait)
 
     async def close(self) -> None:
         for r in (self._r, self._blocking):

@@ -122,10 +122,10 @@ def model_ids(settings: Settings, engines: dict[str, Engine]) -> dict[str, str]:
     return ids
 
 
-def cache_filter(settings: Settings, engines: dict[str, Engine], metrics: Metrics) -> CacheFilter:
+def cache_filter(settings: Settings, engines: dict[str, Engine], metrics: Metrics, cluster: bool) -> CacheFilter:
     s = settings
     shared = (
-        SharedCache.connect(s.redis_url, timeout=s.redis_timeout, ttl=s.cache_ttl, wait=s.cache_wait)
+        SharedCache.connect(s.redis_url, timeout=s.redis_timeout, ttl=s.cache_ttl, wait=s.cache_wait, cluster=cluster)
         if s.redis_url and s.cache_entries > 0
         else None
     )
@@ -146,6 +146,7 @@ def build_pipeline(
     tracer: Any = None,
     pressure: Callable[[], float] = no_pressure,
     counts: SharedCounts | None = None,
+    cluster: bool = False,
 ) -> Pipeline:
     s = settings
     per_model = {
@@ -177,7 +178,7 @@ def build_pipeline(
         ("tokens", tokens),
         ("admission", admission),
     ]
-    cache = cache_filter(settings, engines, metrics)
+    cache = cache_filter(settings, engines, metrics, cluster)
     streaming: list[tuple[str, Filter]] = [  # outermost first
         *traced,
         ("errors", errors_filter),

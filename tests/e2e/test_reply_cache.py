@@ -38,6 +38,12 @@ async def ask(url: str, text: str, *, persona: str = PERSONA, params=None, turn_
 PATIENT = {"RTSERVER_REDIS_TIMEOUT": "5"}
 
 
+@pytest.fixture(params=["single", "cluster"])
+def shared_redis(request):  # type: ignore[no-untyped-def]
+    """A single redis-server, and a local 3-master Redis Cluster: the cache's keys share one slot per reply."""
+    return request.getfixturevalue("redis_cluster" if request.param == "cluster" else "redis_server")
+
+
 def redis_args(redis_server) -> tuple[str, ...]:
     return (*SCRIPTED, "--scripted-rate", "200", "--redis", redis_server.url)
 
@@ -90,9 +96,9 @@ async def test_params_cache_false_bypasses_the_cache_for_a_turn(scripted_server)
     assert (await ask(scripted_server.url, "Hello")).cache == "hit"
 
 
-async def test_a_reply_generated_on_node_a_is_a_hit_on_node_b(start_server, redis_server, tmp_path):
-    a = start_server(*redis_args(redis_server), data_dir=tmp_path / "a", env=PATIENT)
-    b = start_server(*redis_args(redis_server), data_dir=tmp_path / "b", env=PATIENT)
+async def test_a_reply_generated_on_node_a_is_a_hit_on_node_b(shared_redis, start_server, tmp_path):
+    a = start_server(*redis_args(shared_redis), data_dir=tmp_path / "a", env=PATIENT)
+    b = start_server(*redis_args(shared_redis), data_dir=tmp_path / "b", env=PATIENT)
     on_a = await ask(a.url, "Where is the forge?")
     on_b = await ask(b.url, "Where is the forge?")
     assert (on_a.cache, on_b.cache) == ("miss", "hit") and on_b.text == on_a.text
@@ -100,12 +106,12 @@ async def test_a_reply_generated_on_node_a_is_a_hit_on_node_b(start_server, redi
     assert (await ask(b.url, "Where is the forge?", persona="You are Ada.")).cache == "miss"  # another persona
 
 
-async def test_identical_turns_in_flight_on_three_nodes_cause_one_generation(start_server, redis_server, tmp_path):
+async def test_identical_turns_in_flight_on_three_nodes_cause_one_generation(shared_redis, start_server, tmp_path):
     # Slow tokens keep the first generation in flight while the others arrive (it is not needed for the count:
     # a turn arriving after it ended is a plain hit, and still no generation).
     nodes = [
         start_server(
-            *SCRIPTED, "--scripted-rate", "20", "--redis", redis_server.url, data_dir=tmp_path / f"n{i}", env=PATIENT
+            *SCRIPTED, "--scripted-rate", "20", "--redis", shared_redis.url, data_dir=tmp_path / f"n{i}", env=PATIENT
         )
         for i in range(3)
     ]
