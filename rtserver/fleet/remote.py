@@ -5,6 +5,7 @@ and a ``RemoteHandle`` for one a live node owns: its frames come through the rel
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Coroutine
 from typing import Any
 
@@ -36,6 +37,8 @@ def asker() -> dict[str, Any] | None:
         return None
     p = c.principal
     who: dict[str, Any] = {"ip": c.ip or c.peer, "traceparent": c.traceparent}
+    if c.received:  # tracing on: when the frame reached this node, as wall-clock ns (the owner's trace starts there)
+        who["received_ns"] = int(c.received * 1e9) + time.time_ns() - time.perf_counter_ns()
     if p is not None:
         who.update(user=p.user, kind=p.kind, limits=[list(kv) for kv in p.limits])
     return who
@@ -46,7 +49,11 @@ def as_client(who: dict[str, Any]) -> Client:
     if "user" in who:
         principal = Principal(user=who["user"], kind=who.get("kind", "anon"),
                               limits=tuple((str(k), float(v)) for k, v in who.get("limits") or ()))  # fmt: skip
-    return Client(peer="relay", ip=who.get("ip", ""), principal=principal, traceparent=who.get("traceparent", ""))
+    client = Client(peer="relay", ip=who.get("ip", ""), principal=principal, traceparent=who.get("traceparent", ""))
+    if isinstance(who.get("received_ns"), int):  # on this node's clock; never after now (clocks of two machines)
+        here = (who["received_ns"] - time.time_ns() + time.perf_counter_ns()) / 1e9
+        client.received = min(here, time.perf_counter())
+    return client
 
 
 UNKNOWN = "no session with this id: it was closed, expired or never existed; open a new one"

@@ -21,7 +21,9 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 
 from ..helpers import Raw
 
-PHASES = {"rt.admission", "rt.queue", "rt.prefill", "rt.first_token", "rt.streaming", "rt.durable_write"}
+# rt.receive of a relayed turn runs from the frame's arrival on the node the client is connected to, to the turn's
+# start on the owner: the hop between nodes is in the trace.
+PHASES = {"rt.receive", "rt.admission", "rt.queue", "rt.prefill", "rt.first_token", "rt.streaming", "rt.durable_write"}
 WAIT = 60.0  # a bound against hangs, never a synchronisation: a node exports within its batch delay
 
 
