@@ -214,26 +214,6 @@ async def test_a_backends_api_key_is_not_rate_limited_as_one_client(serve, tmp_p
         assert (await r.recv())["t"] == "pong"
 
 
-async def test_connection_counts_are_shared_by_the_nodes_of_one_redis(redis_server, serve):
-    common = {"redis_url": redis_server.url, "trusted_proxies": "127.0.0.1", "pending_per_ip": 3, "redis_timeout": 5.0}
-    a = await serve(node_id="node-a", **common)
-    b = await serve(node_id="node-b", **common)
-    first = await Raw.connect(a.url, hello=False, **via("10.0.0.1"))
-    await Raw.connect(a.url, hello=False, **via("10.0.0.1"))
-    await Raw.connect(b.url, hello=False, **via("10.0.0.1"))  # three pending for 10.0.0.1, on two nodes
-    over = await Raw.connect(b.url, hello=False, **via("10.0.0.1"))  # node b alone holds one: it gets past 429
-    async with asyncio.timeout(60):
-        await over.ws.wait_closed()
-    assert over.ws.close_code == 1013  # but not past the count across the nodes
-    await first.send({"t": "hello"})
-    assert (await first.recv())["t"] == "welcome"  # one pending place free, everywhere
-    late = await Raw.connect(b.url, hello=False, **via("10.0.0.1"))
-    await late.send({"t": "ping", "id": 1})
-    assert (await late.recv())["t"] == "pong"
-    assert limits(b).pending["10.0.0.1"] == 2 and limits(a).pending["10.0.0.1"] == 1
-    assert not b.server.protection.counts.failures  # decided in Redis, not by a fallback
-
-
 async def player(url: str, user: str, **claims: object) -> Raw:
     r = await Raw.connect(url, hello=False)
     await r.send({"t": "hello", "token": mint(SECRET, user, 600, now=time.time(), **claims)})
