@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 from collections import deque
+from contextlib import AbstractAsyncContextManager, nullcontext
 from typing import Any, Protocol
 
 import structlog
@@ -290,32 +291,32 @@ class Connection:
                 self._hello_timer = None
             self.send(self.host.welcome())
         elif isinstance(a, C.Open):
-            self._room_for_user(None)
-            h = await sessions.open(
-                a.persona, a.params, a.model, a.card, a.story, user=self.user, quota=self._stored_quota
-            )
-            self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
-            self._attach(h)
+            async with self._room_for_user(None):
+                h = await sessions.open(
+                    a.persona, a.params, a.model, a.card, a.story, user=self.user, quota=self._stored_quota
+                )
+                self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
+                self._attach(h)
         elif isinstance(a, C.PutCard):
             reply = {"t": "card", **await sessions.put_card(a.card)}
             if a.frame_id is not None:
                 reply["id"] = a.frame_id
             self.send(reply)
         elif isinstance(a, C.Attach):
-            self._room_for_user(a.sid)
-            h = await sessions.get(a.sid)
-            self._may_attach(h, read_only=a.mode == "ro")
-            self.send(h.frame(a.frame_id, snapshot=True))
-            self._attach(h)
+            async with self._room_for_user(a.sid):
+                h = await sessions.get(a.sid)
+                self._may_attach(h, read_only=a.mode == "ro")
+                self.send(h.frame(a.frame_id, snapshot=True))
+                self._attach(h)
         elif isinstance(a, C.Resume):
-            self._room_for_user(a.sid)
-            h = await sessions.get(a.sid)
-            self._may_attach(h, read_only=False)
-            reply, missed = await h.resume(a.epoch, a.last_seq, a.frame_id)
-            self.send(reply)
-            for data in missed:
-                self.push(data)
-            self._attach(h)
+            async with self._room_for_user(a.sid):
+                h = await sessions.get(a.sid)
+                self._may_attach(h, read_only=False)
+                reply, missed = await h.resume(a.epoch, a.last_seq, a.frame_id)
+                self.send(reply)
+                for data in missed:
+                    self.push(data)
+                self._attach(h)
         elif isinstance(a, C.SessionAction):
             if isinstance(a, WRITES) and a.sid in self.read_only:
                 raise ClientError("this attachment is read-only (a spectator grant)", code="read_only")
@@ -355,6 +356,7 @@ class Connection:
             await h.close()
             self._forget(h.sid)
             self.core.detached(h.sid)
+            await self.host.user_sessions.settled()  # the other nodes know of the free place before the next frame
             if isinstance(a, C.Delete):
                 await self.host.erased(h.sid)
 
@@ -364,12 +366,12 @@ class Connection:
             return h
         self._forget(a.sid)  # closed by another client meanwhile: forget it
         self.core.detached(a.sid)
-        self._room_for_user(a.sid)
-        h = await self.host.sessions.get(a.sid)  # not attached here: attach, as session.open with sid would
-        self._may_attach(h, read_only=False)
-        if a.sid in self.read_only and isinstance(a, WRITES):
-            raise ClientError("this attachment is read-only (a spectator grant)", code="read_only")
-        self._attach(h)
+        async with self._room_for_user(a.sid):
+            h = await self.host.sessions.get(a.sid)  # not attached here: attach, as session.open with sid would
+            self._may_attach(h, read_only=False)
+            if a.sid in self.read_only and isinstance(a, WRITES):
+                raise ClientError("this attachment is read-only (a spectator grant)", code="read_only")
+            self._attach(h)
         return h
 
     def _attach(self, h: SessionHandle) -> None:
@@ -399,6 +401,9 @@ class Connection:
             return 0
         return int(p.limit("stored_sessions", self.host.settings.stored_sessions_per_user))
 
-    def _room_for_user(self, sid: str | None) -> None:
-        if sid is None or sid not in self.handles:
-            self.host.user_sessions.check(self._quota_user)
+    def _room_for_user(self, sid: str | None) -> AbstractAsyncContextManager[None]:
+        """A place for one more of the user's open sessions while the block attaches one (none needed when
+        ``sid`` is attached here already)."""
+        if sid is not None and sid in self.handles:
+            return nullcontext()
+        return self.host.user_sessions.place(self._quota_user)

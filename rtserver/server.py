@@ -124,7 +124,7 @@ class Server:
             counts=self.protection.counts,
             cluster=cluster,
         )
-        self.user_sessions = UserSessions(s.sessions_per_user)
+        self.user_sessions = UserSessions(s.sessions_per_user, self.protection.counts)
         self.metrics.registry.register(ProtectionCollector(self.protection, self.audit))
         self._clients: weakref.WeakKeyDictionary[ServerConnection, Client] = weakref.WeakKeyDictionary()
         self.manager = SessionManager(

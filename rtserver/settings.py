@@ -83,7 +83,7 @@ class Settings:
     frames_per_min: float = 1200.0  # per user; 0: no limit (shared by the nodes with --redis)
     frames_per_min_ip: float = 6000.0  # per client address
     tokens_per_min: float = 20000.0  # generated tokens per user, reserved from max_tokens at a turn's start
-    sessions_per_user: int = 64  # sessions a player (user token) holds open at once, per node; 0: no limit
+    sessions_per_user: int = 64  # sessions a player (user token) holds open at once (all nodes); 0: no limit
     stored_sessions_per_user: int = 1000  # sessions a player keeps stored, on every node together; 0: no limit
     limits_fail: str = "open"  # Redis unreachable: open (this node's own limits) | closed (refuse)
     max_memory_mb: int = 0  # resident memory at which the node sheds (background turns from 90 %); 0 = off

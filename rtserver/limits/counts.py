@@ -5,11 +5,11 @@ count never overwrites a newer one). A decision is one Lua script: the live node
 new count added, refused past the limit.
 
 Which nodes are live is kept in one sorted set, ``rt:count:nodes``, each node scored with the time its
-heartbeat lapses; every heartbeat (a few a second, the protection watch) also reads it back. The deciding
-script is given that view: live nodes' fields are counted, dead nodes' dropped, and a node not in the view (one
-started since the last heartbeat) is left alone, so a new node's connections count everywhere within a
-heartbeat. The scripts touch only the keys they are given, and the keys of one IP share a hash tag: Redis
-Cluster safe.
+heartbeat lapses; every heartbeat (a few a second, the protection watch) also reads it back. Every write is
+given that view: dead nodes' fields are dropped, and the others counted, a node not in the view (one started
+since the last heartbeat) too. A dead node stays in the view for two days, longer than a count key lives
+untouched (a day), so none of its fields outlives it there. The scripts touch only the keys they are given, and
+the keys of one IP share a hash tag: Redis Cluster safe.
 
 Redis failing: ``fail_open`` counts on this node alone, else refuses; after a failure Redis is left alone for a
 second.
@@ -30,41 +30,51 @@ log = structlog.get_logger("rtserver.limits")
 
 PREFIX = "rt:count:"
 NODES = "rt:count:nodes"
-KEEP_DEAD_MS = 3_600_000  # a dead node stays on the list this long, so the fields it left are dropped
-# A field's value is "<count>:<change>". ``put(key, node, value)``: written unless the field holds a later change.
-PUT = """
-local function count(value) return tonumber(string.match(value, '^(%d+)')) end
-local function put(key, node, value)
-  local old = redis.call('HGET', key, node)
-  if old and tonumber(string.match(old, ':(%d+)$')) > tonumber(string.match(value, ':(%d+)$')) then return end
-  redis.call('HSET', key, node, value)
-  redis.call('EXPIRE', key, 86400)
-end
-"""
-# KEYS: one hash per count. ARGV[1]: this node; ARGV[2]: n, then n pairs of a node in the view and its state ("1"
-# live, "0" dead); then per key: this node's new value, the limit.
-ACQUIRE = (
-    PUT
-    + """
+KEY_TTL_S = 86_400  # a count key untouched this long goes
+KEEP_DEAD_MS = 2 * KEY_TTL_S * 1000  # a dead node stays on the list this long, so the fields it left are dropped
+# A field's value is "<count>:<change>". ARGV[1]: this node; ARGV[2]: n, then n pairs of a node in the view and its
+# state ("1" live, "0" dead); then the per-key arguments. ``others(key)``: the other nodes' counts summed, dead
+# nodes' fields dropped; ``put(key, value)``: this node's, unless the field holds a later change.
+COMMON = """
 local known, n = {}, tonumber(ARGV[2])
 for i = 1, n do known[ARGV[1 + 2*i]] = ARGV[2 + 2*i] end
-for i = 1, #KEYS do
-  local at = 2 + 2*n + 2*i
-  local total = count(ARGV[at - 1])
-  local fields = redis.call('HGETALL', KEYS[i])
+local function count(value) return tonumber(string.match(value, '^(%d+)')) end
+local function others(key)
+  local total, fields = 0, redis.call('HGETALL', key)
   for j = 1, #fields, 2 do
-    local state = known[fields[j]]
-    if state == '0' then redis.call('HDEL', KEYS[i], fields[j])
-    elseif state == '1' and fields[j] ~= ARGV[1] then total = total + count(fields[j + 1]) end
+    if known[fields[j]] == '0' then redis.call('HDEL', key, fields[j])
+    elseif fields[j] ~= ARGV[1] then total = total + count(fields[j + 1]) end
   end
-  if tonumber(ARGV[at]) > 0 and total > tonumber(ARGV[at]) then return {0, i} end
+  return total
 end
-for i = 1, #KEYS do put(KEYS[i], ARGV[1], ARGV[1 + 2*n + 2*i]) end
+local function put(key, value)
+  local old = redis.call('HGET', key, ARGV[1])
+  if old and tonumber(string.match(old, ':(%d+)$')) > tonumber(string.match(value, ':(%d+)$')) then return end
+  redis.call('HSET', key, ARGV[1], value)
+  redis.call('EXPIRE', key, KEY_TTL)
+end
+local at = 2 + 2*n
+""".replace("KEY_TTL", str(KEY_TTL_S))
+# KEYS: one hash per count. Per key: this node's new value, the limit.
+ACQUIRE = (
+    COMMON
+    + """
+for i = 1, #KEYS do
+  local limit = tonumber(ARGV[at + 2*i])
+  if limit > 0 and others(KEYS[i]) + count(ARGV[at + 2*i - 1]) > limit then return {0, i} end
+end
+for i = 1, #KEYS do put(KEYS[i], ARGV[at + 2*i - 1]) end
 return {1, 0}
 """
 )
-# KEYS[1]: one count. ARGV: this node, its new value.
-SET = PUT + "put(KEYS[1], ARGV[1], ARGV[2])"
+# KEYS[1]: one count; then this node's new value.
+SET = (
+    COMMON
+    + """
+others(KEYS[1])
+put(KEYS[1], ARGV[at + 1])
+"""
+)
 # KEYS[1]: the node list. ARGV: this node, its heartbeat's TTL in ms, how long dead nodes are kept (ms).
 # Returns the view: node, "1" (live) or "0" (dead), ...
 HEARTBEAT = """
@@ -108,6 +118,9 @@ class SharedCounts:
         self._down_until = 0.0
         self.failures = 0
 
+    def _view(self) -> list[Any]:
+        return [self.node, len(self.known) // 2, *self.known]
+
     def _value(self, n: int) -> str:
         return f"{n}:{next(self._changes)}"
 
@@ -116,7 +129,7 @@ class SharedCounts:
         limit across the nodes; None: Redis is not answering (the caller applies its policy)."""
         if self.clock() < self._down_until:
             return None
-        args: list[Any] = [self.node, len(self.known) // 2, *self.known]
+        args: list[Any] = self._view()
         for _, n, limit in counts:
             args += [self._value(n), limit]
         try:
@@ -133,7 +146,7 @@ class SharedCounts:
             return
         try:
             async with asyncio.timeout(self.timeout):
-                await self._set(keys=[key(counted)], args=[self.node, self._value(n)])
+                await self._set(keys=[key(counted)], args=[*self._view(), self._value(n)])
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
 

@@ -83,3 +83,21 @@ async def test_stored_sessions_per_user_are_counted_across_nodes(redis_url, star
     await on_b.until("session.closed")  # the owner's last frame reaches a client on another node
     assert (await on_a.open())["t"] == "session"  # its place came free on every node
     assert await refused_open(on_b) == "session_quota"
+
+
+async def test_open_sessions_per_user_are_counted_across_nodes(redis_url, start_server):
+    env = {"RTSERVER_AUTH": "on", "RTSERVER_TOKEN_SECRET": SECRET, "RTSERVER_SESSIONS_PER_USER": "2"}
+    a, b = nodes(start_server, redis_url, env)
+    on_a, on_b = await player(a.url, "ann"), await player(b.url, "ann")
+    first = (await on_a.open())["sid"]
+    await on_b.open()
+    assert await refused_open(on_a) == "too_many_sessions"  # one here and one there: 2 open in all
+    assert await refused_open(on_b) == "too_many_sessions"
+    bob = await player(a.url, "bob")
+    assert (await bob.open())["t"] == "session"  # the limit is ann's, not the fleet's
+    await on_a.send({"t": "session.close", "sid": first})
+    await on_a.until("session.closed")
+    await on_a.send({"t": "ping", "id": "after"})  # handled once the close is done, the free place told to Redis
+    await on_a.until("pong")
+    assert (await on_b.open())["t"] == "session"  # the place came free for every node
+    assert await refused_open(on_a) == "too_many_sessions"

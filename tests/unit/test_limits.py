@@ -135,14 +135,15 @@ async def test_shared_counts_sum_live_nodes_and_drop_dead_ones(redis_url):
     assert await x.acquire([("c:1.2.3.4", 3, 4)])
     assert await y.acquire([("c:1.2.3.4", 1, 4)])  # 3 + 1: at the limit
     assert await y.acquire([("c:1.2.3.4", 2, 4)]) is False  # 3 + 2 > 4
-    await z.heartbeat()  # z started after y's last look: y neither counts nor drops z's field yet
-    assert await z.acquire([("c:1.2.3.4", 0, 4)])
+    await z.heartbeat()  # z starts: y has not looked since, and counts it all the same
+    assert await z.acquire([("c:1.2.3.4", 1, 5)])  # 3 + 1 + 1
+    assert await y.acquire([("c:1.2.3.4", 2, 5)]) is False  # 3 + 2 + z's 1 > 5
     await client.zadd(NODES, {"x": int(time.time() * 1000) - 10_000})  # x died: its heartbeat lapsed 10 s ago
-    assert await y.acquire([("c:1.2.3.4", 2, 4)]) is False  # y has not looked since: x's 3 still count
+    assert await y.acquire([("c:1.2.3.4", 2, 5)]) is False  # y has not looked since: x's 3 still count
     await y.heartbeat()
-    assert await y.acquire([("c:1.2.3.4", 2, 4)])  # 2 + z's 0: x's connections no longer count
+    assert await y.acquire([("c:1.2.3.4", 2, 5)])  # 2 + z's 1: x's connections no longer count
     fields = await client.hgetall(key("c:1.2.3.4"))
-    assert {k: v.split(b":")[0] for k, v in fields.items()} == {b"y": b"2", b"z": b"0"}  # x's field was dropped
+    assert {k: v.split(b":")[0] for k, v in fields.items()} == {b"y": b"2", b"z": b"1"}  # x's field was dropped
     await client.aclose()
 
 
@@ -154,8 +155,8 @@ async def test_an_older_count_reaching_redis_late_never_overwrites_a_newer_one(r
     x = SharedCounts(client, "x", timeout=5.0)
     await x.heartbeat()
     older, newer = x._value(1), x._value(2)  # numbered in the order the node counted them
-    assert await x._acquire(keys=[key("c:5.6.7.8")], args=["x", 0, newer, 9]) == [1, 0]
-    assert await x._acquire(keys=[key("c:5.6.7.8")], args=["x", 0, older, 9]) == [1, 0]  # arrives second
+    assert await x._acquire(keys=[key("c:5.6.7.8")], args=[*x._view(), newer, 9]) == [1, 0]
+    assert await x._acquire(keys=[key("c:5.6.7.8")], args=[*x._view(), older, 9]) == [1, 0]  # arrives second
     assert await client.hget(key("c:5.6.7.8"), "x") == newer.encode()
     await x.set("c:5.6.7.8", 0)
     assert (await client.hget(key("c:5.6.7.8"), "x")).startswith(b"0:")
