@@ -291,10 +291,9 @@ class Connection:
                 self._hello_timer = None
             self.send(self.host.welcome())
         elif isinstance(a, C.Open):
+            quota = (self.client.principal or ANONYMOUS).stored_sessions(self.host.settings.stored_sessions_per_user)
             async with self._room_for_user(None):
-                h = await sessions.open(
-                    a.persona, a.params, a.model, a.card, a.story, user=self.user, quota=self._stored_quota
-                )
+                h = await sessions.open(a.persona, a.params, a.model, a.card, a.story, user=self.user, quota=quota)
                 self.send(h.frame(a.frame_id, snapshot=a.snapshot))  # queued before attaching: no live frame first
                 self._attach(h)
         elif isinstance(a, C.PutCard):
@@ -327,17 +326,9 @@ class Connection:
         return (self.client.principal or ANONYMOUS).user
 
     def _may_attach(self, h: SessionHandle, *, read_only: bool) -> None:
-        """A session is its user's: another user may only watch it, read-only, with a grant for it (resuming it
-        stays read-only). A backend's API key may act on any session (it serves many players)."""
-        p = self.client.principal or ANONYMOUS
-        if not h.user or h.user == p.user or p.kind == "key":  # an API key is a trusted backend: any session
-            if read_only:
-                self.read_only.add(h.sid)
-            return
-        if h.sid in p.ro:  # a spectator grant: watching only, whatever the frame asked for
+        """Another user's session: refused, or watched read-only with a grant (resuming it stays read-only)."""
+        if (self.client.principal or ANONYMOUS).attaches_read_only(h.user, h.sid, read_only):
             self.read_only.add(h.sid)
-            return
-        raise ClientError("this session belongs to another user", code="forbidden")
 
     async def _on_session(self, h: SessionHandle, a: C.SessionAction) -> None:
         if isinstance(a, C.Turn):
@@ -389,17 +380,7 @@ class Connection:
 
     @property
     def _quota_user(self) -> str:
-        """The user whose open sessions are counted: players (user tokens) only."""
-        p = self.client.principal
-        return p.user if p is not None and p.kind == "token" else ""
-
-    @property
-    def _stored_quota(self) -> int:
-        """How many stored sessions this connection's user may keep: players (user tokens) only."""
-        p = self.client.principal
-        if p is None or p.kind != "token":
-            return 0
-        return int(p.limit("stored_sessions", self.host.settings.stored_sessions_per_user))
+        return (self.client.principal or ANONYMOUS).player
 
     def _room_for_user(self, sid: str | None) -> AbstractAsyncContextManager[None]:
         """A place for one more of the user's open sessions while the block attaches one (none needed when
