@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ class LimitsFilter(NoConnection):
         self.connections: Counter[str] = Counter()
         self.pending: Counter[str] = Counter()
         self.counts = counts if (limits.per_ip or limits.pending_per_ip) else None
-        self._updates: set[asyncio.Task[None]] = set()
 
     def _full(self, ip: str) -> str | None:
         lim = self.limits
@@ -95,9 +93,7 @@ class LimitsFilter(NoConnection):
     def _share(self, kind: str, ip: str, counts: Counter[str]) -> None:
         """Tell the other nodes this node's count now (in the background: closing never waits on Redis)."""
         if self.counts is not None:
-            task = asyncio.get_running_loop().create_task(self.counts.set(kind + ip, counts[ip]))
-            self._updates.add(task)
-            task.add_done_callback(self._updates.discard)
+            self.counts.tell(kind + ip, counts[ip])
 
     def frame(self, frame: dict[str, Any], client: Client) -> Awaitable[None] | None:
         update: Awaitable[None] | None = None

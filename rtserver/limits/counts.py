@@ -115,6 +115,7 @@ class SharedCounts:
         self.known: list[str] = []  # node, "1" (live) or "0" (its heartbeat lapsed), ...: the last heartbeat's view
         # Changes are numbered from this start's wall-clock time: a restarted node's outnumber its last life's.
         self._changes = itertools.count(int(time.time() * 1e6))
+        self._told: set[asyncio.Task[None]] = set()
         self._down_until = 0.0
         self.failures = 0
 
@@ -149,6 +150,16 @@ class SharedCounts:
                 await self._set(keys=[key(counted)], args=[*self._view(), self._value(n)])
         except Exception as exc:  # noqa: BLE001
             self._failed(exc)
+
+    def tell(self, counted: str, n: int) -> None:
+        """``set`` in the background: a close never waits on Redis (``settled`` waits for what was told)."""
+        task = asyncio.get_running_loop().create_task(self.set(counted, n))
+        self._told.add(task)
+        task.add_done_callback(self._told.discard)
+
+    async def settled(self) -> None:
+        if self._told:
+            await asyncio.gather(*self._told, return_exceptions=True)
 
     async def heartbeat(self, ttl_s: float = 3.0) -> None:
         try:

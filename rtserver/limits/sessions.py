@@ -4,7 +4,6 @@ Redis, on every node together (``SharedCounts``, one count per user: ``s:<user>`
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +17,6 @@ class UserSessions:
         self.limit = limit  # 0: no limit
         self.counts = counts
         self.open: Counter[str] = Counter()
-        self._updates: set[asyncio.Task[None]] = set()
 
     def check(self, user: str) -> None:
         if self.limit and user and self.open[user] >= self.limit:
@@ -61,13 +59,10 @@ class UserSessions:
                 del self.open[user]
 
     def _share(self, user: str) -> None:
-        """This node's count to the other nodes, in the background (closing never waits on Redis)."""
         if self.counts is not None and self.limit:
-            task = asyncio.get_running_loop().create_task(self.counts.set("s:" + user, self.open[user]))
-            self._updates.add(task)
-            task.add_done_callback(self._updates.discard)
+            self.counts.tell("s:" + user, self.open[user])
 
     async def settled(self) -> None:
         """Every count told to the other nodes so far has been written."""
-        if self._updates:
-            await asyncio.gather(*self._updates, return_exceptions=True)
+        if self.counts is not None:
+            await self.counts.settled()
